@@ -1,0 +1,3 @@
+from opendps.cli.main import main
+
+main()

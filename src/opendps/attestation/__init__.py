@@ -1,0 +1,1 @@
+"""Attestation: pure functions that decide whether a credential proves an identity. No I/O."""

@@ -1,0 +1,45 @@
+"""Ports injected into the core: time and identifiers. Unit tests may fake these, nothing else."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class IdGenerator(Protocol):
+    def new_etag(self) -> str: ...
+
+    def new_operation_id(self) -> str: ...
+
+    def new_key(self) -> str:
+        """A fresh base64 symmetric key."""
+        ...
+
+
+class RandomIdGenerator:
+    def new_etag(self) -> str:
+        # Azure's etags are opaque quoted GUID-like strings (protocol.md §7.2).
+        return f'"{uuid.uuid4()}"'
+
+    def new_operation_id(self) -> str:
+        # Azure's look like `4.<16 hex>.<guid>`; clients only echo them back.
+        return f"4.{secrets.token_hex(8)}.{uuid.uuid4()}"
+
+    def new_key(self) -> str:
+        import base64
+
+        # Azure's generated keys are 64 random bytes (88 base64 characters).
+        return base64.b64encode(secrets.token_bytes(64)).decode("ascii")
