@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
@@ -22,6 +23,8 @@ SAS_PREFIX = "SharedAccessSignature "
 MAX_TOKEN_LENGTH = 4096
 # Clocks on devices drift; Azure tolerates a few minutes. Expiry is checked against now - skew.
 DEFAULT_CLOCK_SKEW_SECONDS = 300
+
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +99,7 @@ def _signed_forms(sr_raw: str) -> list[str]:
 
 
 def _lower_hex(encoded: str) -> str:
-    out, i = [], 0
-    while i < len(encoded):
-        if encoded[i] == "%" and i + 2 < len(encoded) + 1:
-            out.append(encoded[i : i + 3].lower())
-            i += 3
-        else:
-            out.append(encoded[i])
-            i += 1
-    return "".join(out)
+    return _PERCENT_ESCAPE.sub(lambda match: match.group().lower(), encoded)
 
 
 def verify_signature(token: SasToken, key_b64: str) -> bool:
@@ -126,7 +121,9 @@ def verify_with_keys(token: SasToken, keys: list[str]) -> bool:
     return any([verify_signature(token, key) for key in keys])
 
 
-def check_expiry(token: SasToken, now_epoch: float, *, skew_seconds: int = DEFAULT_CLOCK_SKEW_SECONDS) -> None:
+def check_expiry(
+    token: SasToken, now_epoch: float, *, skew_seconds: int = DEFAULT_CLOCK_SKEW_SECONDS
+) -> None:
     """Raise DpsError(401002) if the token expired more than `skew_seconds` ago."""
     if token.expiry + skew_seconds <= now_epoch:
         raise _unauthorized("SAS token expired")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -17,6 +18,12 @@ class Clock(Protocol):
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+# Runs a coroutine in the background under a name, keeping a reference to it and logging its
+# failure: `opendps.app.tasks.spawn`, handed down by app.wiring (layers below `app` may not
+# import it). The engine uses it for registrations that wait on a webhook or a remote hub.
+Spawn = Callable[[Coroutine[Any, Any, Any], str], object]
 
 
 class IdGenerator(Protocol):

@@ -57,7 +57,10 @@ BODY_TOO_LARGE = 413000
 UNSUPPORTED_MEDIA_TYPE = 415000
 THROTTLED = 429001
 INTERNAL_ERROR = 500000
+HUB_OPERATION_FAILED = 500209  # the hub connector failed to create, read or delete the device
+CUSTOM_ALLOCATION_FAILED = 500210  # the custom allocation webhook failed or answered badly
 SERVICE_UNAVAILABLE = 503000
+CUSTOM_ALLOCATION_TIMEOUT = 504210  # the custom allocation webhook did not answer in time
 
 
 class DpsError(Exception):

@@ -47,12 +47,17 @@ def parse_enrollment_group_id(value: str) -> str:
     try:
         return parse_registration_id(value)
     except DpsError as err:
-        raise DpsError(INVALID_ID, err.message.replace("Registration ID", "Enrollment group ID")) from None
+        raise DpsError(
+            INVALID_ID, err.message.replace("Registration ID", "Enrollment group ID")
+        ) from None
 
 
 def parse_device_id(value: str) -> str:
     if not isinstance(value, str) or not _DEVICE_ID.match(value):
-        raise DpsError(INVALID_ID, "Device ID must be 1 to 128 characters of letters, digits and -.%_*?!(),:=@$'.")
+        raise DpsError(
+            INVALID_ID,
+            "Device ID must be 1 to 128 characters of letters, digits and -.%_*?!(),:=@$'.",
+        )
     return value
 
 

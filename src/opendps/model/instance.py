@@ -6,9 +6,9 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+from opendps.model.enrollment import CustomAllocationDefinition
 from opendps.model.errors import INVALID_BODY, DpsError
 from opendps.model.hub import AllocationPolicy
-from opendps.model.enrollment import CustomAllocationDefinition
 
 OWNER_POLICY_NAME = "provisioningserviceowner"
 
@@ -60,7 +60,9 @@ def parse_rights(names: list[str] | str) -> Right:
             rights |= _RIGHTS_BY_LOWER_NAME[name.lower()]
         except KeyError:
             allowed = ", ".join(RIGHT_NAMES.values())
-            raise DpsError(INVALID_BODY, f"Unknown right {name!r}; expected some of {allowed}.") from None
+            raise DpsError(
+                INVALID_BODY, f"Unknown right {name!r}; expected some of {allowed}."
+            ) from None
     return rights
 
 

@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 # The id of the request or operation being handled, set by the HTTP middleware and transports.
-request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("opendps_request_id", default=None)
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "opendps_request_id", default=None
+)
 
 _SECRET_MARKERS = ("key", "token", "secret", "password", "signature", "sig", "authorization")
 _REDACTED = "***"
@@ -30,18 +32,34 @@ def _is_secret_field(name: str) -> bool:
 
 
 def redact(fields: dict[str, Any]) -> dict[str, Any]:
-    return {name: (_REDACTED if _is_secret_field(name) else value) for name, value in fields.items()}
+    return {
+        name: (_REDACTED if _is_secret_field(name) else value) for name, value in fields.items()
+    }
 
 
-def log_event(logger: logging.Logger, level: int, event: str, **fields: Any) -> None:
-    """Log one event with its fields (rendered by the configured formatter)."""
+def log_event(
+    logger: logging.Logger,
+    level: int,
+    event: str,
+    *,
+    exc_info: BaseException | bool | None = None,
+    **fields: Any,
+) -> None:
+    """Log one event with its fields (rendered by the configured formatter).
+
+    `exc_info` attaches a traceback (an exception, or True inside `except`), as in `logging`.
+    """
     if logger.isEnabledFor(level):
-        logger.log(level, event, extra={"opendps_fields": redact(fields)}, stacklevel=2)
+        logger.log(
+            level, event, extra={"opendps_fields": redact(fields)}, exc_info=exc_info, stacklevel=2
+        )
 
 
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+        stamp = (
+            datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+        )
         parts = [stamp, f"{record.levelname:<7}", record.getMessage()]
         fields: dict[str, Any] = getattr(record, "opendps_fields", {})
         rid = request_id.get()
@@ -87,3 +105,6 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     # aiohttp's access log duplicates our own request events.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Alembic narrates every start ("Context impl SQLiteImpl."); the store logs its own
+    # `store.schema.upgraded` event when a migration actually runs.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

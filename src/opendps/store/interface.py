@@ -13,7 +13,7 @@ the result is `Page(items, next_after)` with `next_after = None` on the last pag
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Generic, Protocol, TypeVar
 
 from opendps.model.audit import AuditEntry, MeterCount, MeterKind
@@ -129,7 +129,9 @@ class Store(Protocol):
         self, group: EnrollmentGroup, *, if_match: str | None, create_only: bool = False
     ) -> EnrollmentGroup: ...
 
-    async def get_enrollment_group(self, instance_id: str, group_id: str) -> EnrollmentGroup | None: ...
+    async def get_enrollment_group(
+        self, instance_id: str, group_id: str
+    ) -> EnrollmentGroup | None: ...
 
     async def delete_enrollment_group(
         self, instance_id: str, group_id: str, *, if_match: str | None
@@ -162,6 +164,14 @@ class Store(Protocol):
 
     async def get_operation(self, instance_id: str, operation_id: str) -> Operation | None: ...
 
+    async def delete_operations_before(self, before: datetime, *, limit: int = 10_000) -> int:
+        """Prune operations last updated before `before` (devices stopped polling them long ago).
+
+        Deletes at most `limit` rows, oldest first, so one call stays a short transaction;
+        returns how many were deleted (call again while it returns `limit`).
+        """
+        ...
+
     # -- CA certificates -----------------------------------------------------------------------
     async def put_ca_certificate(
         self, certificate: CaCertificate, *, if_match: str | None, create_only: bool = False
@@ -171,7 +181,9 @@ class Store(Protocol):
 
     async def list_ca_certificates(self, instance_id: str) -> list[CaCertificate]: ...
 
-    async def delete_ca_certificate(self, instance_id: str, name: str, *, if_match: str | None) -> bool: ...
+    async def delete_ca_certificate(
+        self, instance_id: str, name: str, *, if_match: str | None
+    ) -> bool: ...
 
     # -- built-in hub devices --------------------------------------------------------------------
     async def put_hub_device(self, device: HubDevice) -> HubDevice: ...
@@ -193,6 +205,10 @@ class Store(Protocol):
         """Newest first; `before_id` pages backwards."""
         ...
 
-    async def add_meter(self, instance_id: str, day: date, kind: MeterKind, count: int = 1) -> None: ...
+    async def add_meter(
+        self, instance_id: str, day: date, kind: MeterKind, count: int = 1
+    ) -> None: ...
 
-    async def list_meters(self, instance_id: str, *, since: date | None = None) -> list[MeterCount]: ...
+    async def list_meters(
+        self, instance_id: str, *, since: date | None = None
+    ) -> list[MeterCount]: ...
