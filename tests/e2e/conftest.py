@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,10 +19,24 @@ from tests.e2e.harness import (
     stop_server,
 )
 
+# Several checkouts on one machine (developers, CI) may run this suite at once; the standard
+# ports allow one server, so a run waits for the others here instead of failing to bind.
+PORTS_LOCK_FILE = Path(tempfile.gettempdir()) / "opendps-standard-ports.lock"
+
+
+@pytest.fixture(scope="session")
+def standard_ports() -> Iterator[None]:
+    with PORTS_LOCK_FILE.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    standard_ports: None, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
     reason = can_bind(STANDARD_HTTPS_PORT)
     if reason:

@@ -23,6 +23,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from opendps.allocation.custom import DEFAULT_WEBHOOK_TIMEOUT_SECONDS
+from opendps.engine.api import (
+    DEFAULT_INSTANCE_REGISTRATIONS_PER_SECOND,
+    DEFAULT_POLL_LIMIT,
+    DEFAULT_POLL_WINDOW_SECONDS,
+)
 from opendps.service_api.context import DEFAULT_MAX_BODY_BYTES
 
 # The limits' defaults and their reasons live beside the code that enforces them.
@@ -195,6 +201,54 @@ SETTINGS: tuple[Setting, ...] = (
         "are closed.",
         minimum=0,
     ),
+    Setting(
+        "instance_registration_rate",
+        Kind.INT,
+        int(DEFAULT_INSTANCE_REGISTRATIONS_PER_SECOND),
+        "Device registrations per second each instance accepts on this node (a token bucket "
+        "with a burst of the same size); more get 429 with retry-after. 0 disables the limit.",
+        minimum=0,
+    ),
+    Setting(
+        "device_poll_limit",
+        Kind.INT,
+        DEFAULT_POLL_LIMIT,
+        f"Status requests one device may make per {int(DEFAULT_POLL_WINDOW_SECONDS)} s (Azure: 5); "
+        "more get 429 with retry-after.",
+        minimum=1,
+    ),
+    Setting(
+        "webhook_timeout",
+        Kind.SECONDS,
+        DEFAULT_WEBHOOK_TIMEOUT_SECONDS,
+        "Seconds a custom allocation webhook may take to answer; slower answers fail the "
+        "registration (504210).",
+        minimum=0.1,
+    ),
+    Setting(
+        "webhook_tls_verify",
+        Kind.STR,
+        "on",
+        "Verify custom allocation webhooks' TLS certificates against the system trust store. "
+        "'off' is for development webhooks with self-signed certificates only.",
+        choices=("on", "off"),
+    ),
+    Setting(
+        "region",
+        Kind.STR,
+        None,
+        "Region this node runs in, for geoLatency allocation (compared with linked hubs' "
+        "location).",
+        default_text="none (geoLatency then hashes over all hubs)",
+    ),
+    Setting(
+        "region_latency",
+        Kind.STR_LIST,
+        (),
+        "Latency table for geoLatency, entries REGION_A:REGION_B:MILLISECONDS (symmetric, "
+        "repeatable). Unlisted pairs count as far; a hub in the node's own region counts 0 ms.",
+        default_text="none",
+    ),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
@@ -218,6 +272,12 @@ class Settings:
     handshake_timeout: float
     max_connections: int
     shutdown_timeout: float
+    instance_registration_rate: int = int(DEFAULT_INSTANCE_REGISTRATIONS_PER_SECOND)
+    device_poll_limit: int = DEFAULT_POLL_LIMIT
+    webhook_timeout: float = DEFAULT_WEBHOOK_TIMEOUT_SECONDS
+    webhook_tls_verify: str = "on"
+    region: str | None = None
+    region_latency: tuple[str, ...] = ()
     # Names of the settings the operator gave (flag, environment or config file).
     explicit: frozenset[str] = frozenset()
 

@@ -14,12 +14,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from OpenSSL import SSL
 from sqlalchemy.exc import SQLAlchemyError
 
 from opendps.admin_api.routes import add_admin_routes
+from opendps.allocation.custom import WebhookAllocator
 from opendps.app.bootstrap import (
     DataDir,
     DefaultInstance,
@@ -28,7 +30,13 @@ from opendps.app.bootstrap import (
 )
 from opendps.app.config import Settings, redact_database_url
 from opendps.app.devpki import PkiError
+from opendps.app.tasks import spawn
+from opendps.engine.api import EngineSettings
 from opendps.engine.ports import Clock, IdGenerator, RandomIdGenerator, SystemClock
+from opendps.engine.register import ProvisioningEngine
+from opendps.hubs.builtin import builtin_connector_factory
+from opendps.hubs.interface import HubConnectors
+from opendps.model.hub import HubKind
 from opendps.observability.logging import log_event
 from opendps.observability.metrics import CONTENT_TYPE, Metrics
 from opendps.service_api.context import ServiceContext, ServiceLimits
@@ -39,6 +47,7 @@ from opendps.store.migrate import SchemaTooNewError
 from opendps.store.postgres import open_postgres_store
 from opendps.store.sqlite import open_sqlite_store
 from opendps.tls.contexts import build_server_context
+from opendps.transports.http.routes import add_device_routes
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +77,8 @@ class App:
     requests: RequestTracker
     tls_context: SSL.Context
     web_app: web.Application
+    engine: ProvisioningEngine
+    webhook_session: aiohttp.ClientSession
 
     def connection_counter(self, listener: str) -> Callable[[int], None]:
         """The TLS server's `on_connection_change(+1 | -1)` callback for `listener`'s gauge."""
@@ -81,6 +92,7 @@ class App:
         return changed
 
     async def close(self) -> None:
+        await self.webhook_session.close()
         await self.store.close()
 
 
@@ -124,7 +136,74 @@ async def build(settings: Settings) -> App:
     web_app = build_web_app(
         context, metrics, max_body_bytes=settings.max_body_bytes, requests=requests
     )
-    return App(settings, data_dir, store, context, default, metrics, requests, tls_context, web_app)
+    # The custom-allocation webhook client lives as long as the process; App.close closes it.
+    webhook_session = aiohttp.ClientSession()
+    engine = build_engine(settings, context, metrics, webhook_session)
+    context.change_listeners.append(engine.invalidate_caches)
+    add_device_routes(web_app, engine)
+    return App(
+        settings,
+        data_dir,
+        store,
+        context,
+        default,
+        metrics,
+        requests,
+        tls_context,
+        web_app,
+        engine,
+        webhook_session,
+    )
+
+
+def build_engine(
+    settings: Settings,
+    context: ServiceContext,
+    metrics: Metrics,
+    webhook_session: aiohttp.ClientSession,
+) -> ProvisioningEngine:
+    """The registration pipeline over the store and the hub connectors (all built-in for now)."""
+    store, clock, ids = context.store, context.clock, context.ids
+    rate = settings.instance_registration_rate
+    engine_settings = EngineSettings(
+        poll_limit=settings.device_poll_limit,
+        instance_registrations_per_second=float(rate) if rate > 0 else None,
+        instance_registration_burst=max(rate, 1),
+        node_region=settings.region,
+        region_latencies_ms=parse_region_latencies(settings.region_latency),
+    )
+    allocator = WebhookAllocator(
+        webhook_session,
+        timeout_seconds=settings.webhook_timeout,
+        verify_tls=settings.webhook_tls_verify == "on",
+    )
+    hubs = HubConnectors({HubKind.BUILTIN: builtin_connector_factory(store, clock, ids)})
+    return ProvisioningEngine(
+        store,
+        hubs,
+        clock=clock,
+        ids=ids,
+        spawn=spawn,
+        settings=engine_settings,
+        custom_allocator=allocator,
+        metrics=metrics,
+    )
+
+
+def parse_region_latencies(entries: tuple[str, ...]) -> tuple[tuple[str, str, float], ...]:
+    """`REGION_A:REGION_B:MILLISECONDS` entries of --region-latency. Raises StartupError."""
+    parsed: list[tuple[str, str, float]] = []
+    for entry in entries:
+        parts = entry.rsplit(":", 2)
+        try:
+            if len(parts) != 3 or not parts[0] or not parts[1]:
+                raise ValueError(entry)
+            parsed.append((parts[0], parts[1], float(parts[2])))
+        except ValueError:
+            raise StartupError(
+                f"--region-latency {entry!r}: expected REGION_A:REGION_B:MILLISECONDS"
+            ) from None
+    return tuple(parsed)
 
 
 async def _open_bootstrapped_store(

@@ -50,3 +50,25 @@ class RandomIdGenerator:
 
         # Azure's generated keys are 64 random bytes (88 base64 characters).
         return base64.b64encode(secrets.token_bytes(64)).decode("ascii")
+
+
+class EngineMetrics(Protocol):
+    """What the engine counts (implemented by observability.metrics.Metrics, wired by app)."""
+
+    def count_registration(self, outcome: str) -> None:
+        """One registration reached a terminal outcome (assigned, failed, disabled, ...)."""
+        ...
+
+    def count_attestation_failure(self, reason: str) -> None:
+        """A device was refused before attestation succeeded; `reason` is a fixed phrase."""
+        ...
+
+
+class UncountedMetrics:
+    """For engines built without metrics (tools, tests that do not look at counters)."""
+
+    def count_registration(self, outcome: str) -> None:
+        pass
+
+    def count_attestation_failure(self, reason: str) -> None:
+        pass

@@ -39,6 +39,10 @@ async def record_change(
     await ctx.store.append_audit(
         AuditEntry(at=now, instance_id=instance_id, actor=actor, action=action, target=target)
     )
+    # Every administrative write passes here, so this is where this node's caches of
+    # instances, hubs and groups learn of it (other nodes notice within the cache TTL).
+    for listener in ctx.change_listeners:
+        listener(instance_id)
     if instance_id is None:
         return
     if meter is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from opendps.engine.ports import Clock, IdGenerator
@@ -43,3 +44,6 @@ class ServiceContext:
     # The deployment admin key (admin API, `Authorization: Bearer <key>`); kept in the data dir.
     admin_key: str = ""
     limits: ServiceLimits = field(default_factory=ServiceLimits)
+    # Called with the instance id (None: deployment-wide) after every administrative change;
+    # the provisioning engine registers its cache invalidation here.
+    change_listeners: list[Callable[[str | None], None]] = field(default_factory=list)

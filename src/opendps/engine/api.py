@@ -1,0 +1,166 @@
+"""Transport-neutral inputs and outputs of the provisioning engine.
+
+Every device transport (HTTP, MQTT, AMQP) parses its protocol into these records, calls a
+`DeviceEngine` method, and renders what comes back; no wire shape (camelCase, status codes,
+topics) appears here. Failures are raised as `DpsError` (model/errors.py), which each
+transport translates in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, TypeAlias
+
+from opendps.attestation.sas import DEFAULT_CLOCK_SKEW_SECONDS
+from opendps.model.enrollment import AttestationType
+from opendps.model.json import JsonValue
+from opendps.model.registration import RegistrationStatus, Substatus
+
+# Clients wait `retry-after` seconds between polls (Node default 2 s, C 1 s, protocol.md §1.5).
+# 2 s keeps a compliant client within Azure's polling limit of 5 per 10 s (protocol.md §9).
+DEFAULT_RETRY_AFTER_SECONDS = 2
+# Azure: device polling is limited to 5 requests per 10 s per device (protocol.md §9).
+DEFAULT_POLL_LIMIT = 5
+DEFAULT_POLL_WINDOW_SECONDS = 10.0
+# Azure allows 1,000 registrations per minute per unit. A self-hosted node is not billed per
+# unit, so the default is far higher (60x); it exists to keep one tenant from starving others.
+DEFAULT_INSTANCE_REGISTRATIONS_PER_SECOND = 1000.0
+DEFAULT_INSTANCE_REGISTRATION_BURST = 1000
+# Remote hub connectors get this long per call before the registration fails (HUB_OPERATION_FAILED).
+DEFAULT_HUB_TIMEOUT_SECONDS = 30.0
+# An operation still `assigning` after this long was orphaned (its node stopped mid-way); polls
+# then report it `failed`. Longer than webhook + three hub calls at their timeouts.
+DEFAULT_ASSIGNING_DEADLINE_SECONDS = 120.0
+# Instances and their linked hubs / group lists change rarely; nodes that did not make the
+# change see it within this many seconds (ARCHITECTURE §4 step 3: "short TTL").
+DEFAULT_CACHE_TTL_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SasCredential:
+    """A shared access signature: the `Authorization` header (HTTP), MQTT password or AMQP
+    SASL PLAIN password, exactly as received."""
+
+    token: str
+
+
+# What a device can prove itself with. X.509 (the TLS client chain) and TPM join this union
+# when their attestation lands; the engine refuses credentials it cannot check with 401.
+Credential: TypeAlias = SasCredential
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterRequest:
+    """`PUT …/register` (HTTP), `iotdps-register` (MQTT), a register message (AMQP)."""
+
+    id_scope: str
+    registration_id: str  # from the path / MQTT username / AMQP address
+    credential: Credential | None
+    # The device's `payload` (any JSON value, forwarded verbatim to a custom webhook).
+    payload: JsonValue = None
+    # `registrationId` of the request body when it has one; must name the same device.
+    body_registration_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OperationStatusRequest:
+    """`GET …/operations/{operationId}` and its MQTT/AMQP equivalents."""
+
+    id_scope: str
+    registration_id: str
+    operation_id: str
+    credential: Credential | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatusRequest:
+    """`POST /{idScope}/registrations/{registrationId}`: the device reads its registration state."""
+
+    id_scope: str
+    registration_id: str
+    credential: Credential | None
+    body_registration_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationResult:
+    """A device's registration state as devices see it (`DeviceRegistrationResult`)."""
+
+    registration_id: str
+    status: RegistrationStatus
+    attestation_type: AttestationType | None = None
+    enrollment_group_id: str | None = None
+    assigned_hub: str | None = None
+    device_id: str | None = None
+    substatus: Substatus | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    # What a custom allocation webhook returned for the device (None otherwise).
+    payload: JsonValue = None
+    etag: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OperationStatus:
+    """`RegistrationOperationStatus`: what a register or a poll answers.
+
+    `status` is `assigning` (poll again after `retry_after` seconds) or terminal (`assigned`,
+    `failed`, `disabled`); `registration` is None only in the first `assigning` answer.
+    """
+
+    operation_id: str
+    status: RegistrationStatus
+    registration: RegistrationResult | None = None
+    retry_after: int | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status is not RegistrationStatus.ASSIGNING
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """Tunables of the engine, wired from the operator's configuration."""
+
+    sas_clock_skew_seconds: int = DEFAULT_CLOCK_SKEW_SECONDS
+    retry_after_seconds: int = DEFAULT_RETRY_AFTER_SECONDS
+    poll_limit: int = DEFAULT_POLL_LIMIT
+    poll_window_seconds: float = DEFAULT_POLL_WINDOW_SECONDS
+    # None disables the per-instance registration rate limit.
+    instance_registrations_per_second: float | None = DEFAULT_INSTANCE_REGISTRATIONS_PER_SECOND
+    instance_registration_burst: int = DEFAULT_INSTANCE_REGISTRATION_BURST
+    hub_timeout_seconds: float = DEFAULT_HUB_TIMEOUT_SECONDS
+    assigning_deadline_seconds: float = DEFAULT_ASSIGNING_DEADLINE_SECONDS
+    cache_ttl_seconds: float = DEFAULT_CACHE_TTL_SECONDS
+    # geoLatency: the region this node runs in, and (region, region, milliseconds) entries.
+    node_region: str | None = None
+    region_latencies_ms: tuple[tuple[str, str, float], ...] = ()
+
+
+class DeviceEngine(Protocol):
+    """The registration pipeline as the transports see it."""
+
+    async def register(self, request: RegisterRequest) -> OperationStatus:
+        """Register a device. Returns a terminal status when the registration completed within
+        the request (built-in hubs, no webhook), else `assigning` with an operation to poll.
+
+        Raises DpsError: 400001/400004 (bad registration ID or body), 401002 (unknown ID scope,
+        unknown device, wrong key, expired or mismatched token: indistinguishable on purpose),
+        429001 (instance registration rate; nothing stored), 503000 (store unavailable).
+        A device that is refused *after* attestation gets a terminal status instead:
+        `disabled` (enrollment disabled) or `failed` (no hub, webhook or hub failure).
+        """
+        ...
+
+    async def operation_status(self, request: OperationStatusRequest) -> OperationStatus:
+        """Poll an operation. Raises DpsError 401002 as for register, 404208 (no such
+        operation for this device), 429001 (more than the per-device polling limit)."""
+        ...
+
+    async def registration_status(self, request: DeviceStatusRequest) -> RegistrationResult:
+        """The device's current registration state. Raises DpsError 401002, 404202 (never
+        registered), 429001 (polling limit)."""
+        ...

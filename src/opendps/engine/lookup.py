@@ -1,0 +1,280 @@
+"""Find and attest a device: ID scope → instance, then enrollment + SAS verification.
+
+Symmetric keys (protocol.md §2): the token's signature is checked over `sr` as sent (sas.py);
+its decoded `sr` must be `{idScope}/registrations/{registrationId}` (case-insensitive); it must
+not have expired beyond a bounded skew; the enrollment's primary key, then its secondary, must
+have signed it. An individual enrollment for the registration ID decides alone. Otherwise the
+device belongs to whichever symmetric-key group's *derived* key (HMAC(groupKey, registrationId),
+§2.3) verifies the token. The device never names its group, so a first registration tries every
+symmetric-key group of the instance (enabled or disabled, so a disabled group's device hears
+`disabled`, not 401); the group found is remembered (in memory, and in the registration state)
+and tried first next time. The group that matches is always re-read from the store before it
+is trusted, so the cached group list never decides anything.
+
+Every refusal is the same 401 UNAUTHORIZED: a device cannot learn whether the ID scope, the
+enrollment or the key was wrong (as Azure). The reason goes to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from opendps.attestation.sas import SasToken, check_expiry, parse_sas_token, verify_with_keys
+from opendps.attestation.symmetric import derive_device_key
+from opendps.engine.api import Credential, EngineSettings, SasCredential
+from opendps.engine.caches import LruMemo, TtlCache
+from opendps.engine.ports import Clock
+from opendps.model.enrollment import (
+    AttestationType,
+    EnrollmentGroup,
+    EnrollmentSpec,
+    IndividualEnrollment,
+)
+from opendps.model.errors import UNAUTHORIZED, DpsError
+from opendps.model.hub import LinkedHub
+from opendps.model.ids import registration_key
+from opendps.model.instance import Instance
+from opendps.observability.logging import log_event
+from opendps.store.interface import Store
+
+logger = logging.getLogger(__name__)
+
+# Page size when listing an instance's groups to find the symmetric-key ones (Azure allows 100
+# symmetric-key and 100 X.509 groups: one page in practice).
+GROUP_PAGE_SIZE = 500
+ID_SCOPE_LENGTH = 11  # `0ne` + 8 hex digits
+
+
+@dataclass(frozen=True, slots=True)
+class AttestedDevice:
+    """A device whose credential verified against `enrollment`."""
+
+    instance: Instance
+    registration_id: str  # as the device spelt it in this request
+    enrollment: IndividualEnrollment | EnrollmentGroup
+    # The keys the device holds: the enrollment's, or derived from the group's (primary, secondary).
+    device_keys: tuple[str, str]
+
+    @property
+    def spec(self) -> EnrollmentSpec:
+        return self.enrollment.spec
+
+    @property
+    def enrollment_group_id(self) -> str | None:
+        if isinstance(self.enrollment, EnrollmentGroup):
+            return self.enrollment.enrollment_group_id
+        return None
+
+    @property
+    def attestation_type(self) -> AttestationType:
+        return self.enrollment.spec.attestation.type
+
+
+class AttestationRefused(DpsError):
+    """The 401 every refusal shows the device; `reason` stays on the server (logs, metrics)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(UNAUTHORIZED, "Unauthorized")
+        self.reason = reason
+
+
+def refuse(reason: str, *, id_scope: str, registration_id: str) -> AttestationRefused:
+    """Log why a device was refused; return the one error every refusal shows the device."""
+    log_event(
+        logger,
+        logging.INFO,
+        "device.unauthorized",
+        reason=reason,
+        id_scope=id_scope,
+        registration_id=registration_id,
+    )
+    return AttestationRefused(reason)
+
+
+def check_device_token(
+    credential: Credential | None,
+    id_scope: str,
+    registration_id: str,
+    now_epoch: float,
+    skew_seconds: int,
+) -> SasToken:
+    """Everything about a device token that needs no store: form, `sr`, expiry. Raises 401."""
+    if not isinstance(credential, SasCredential):
+        raise refuse("no credential", id_scope=id_scope, registration_id=registration_id)
+    try:
+        token = parse_sas_token(credential.token)
+    except DpsError:
+        raise refuse(
+            "malformed SAS token", id_scope=id_scope, registration_id=registration_id
+        ) from None
+    expected = f"{id_scope}/registrations/{registration_id}"
+    if token.resource.lower() != expected.lower():
+        raise refuse(
+            "token sr names another device", id_scope=id_scope, registration_id=registration_id
+        )
+    try:
+        check_expiry(token, now_epoch, skew_seconds=skew_seconds)
+    except DpsError:
+        raise refuse(
+            "SAS token expired", id_scope=id_scope, registration_id=registration_id
+        ) from None
+    return token
+
+
+def normalise_id_scope(id_scope: str) -> str:
+    """ID scopes are `0ne` + upper-case hex; devices sometimes type them in another case."""
+    if len(id_scope) == ID_SCOPE_LENGTH:
+        return id_scope[:3].lower() + id_scope[3:].upper()
+    return id_scope
+
+
+def _symmetric_keys(spec: EnrollmentSpec) -> tuple[str, str] | None:
+    keys = spec.attestation.symmetric_key
+    if spec.attestation.type is not AttestationType.SYMMETRIC_KEY or keys is None:
+        return None
+    return keys.primary_key, keys.secondary_key
+
+
+def _derived_keys(group: EnrollmentGroup, registration_id: str) -> tuple[str, str] | None:
+    keys = _symmetric_keys(group.spec)
+    if keys is None:
+        return None
+    try:
+        return derive_device_key(keys[0], registration_id), derive_device_key(
+            keys[1], registration_id
+        )
+    except ValueError:  # a key that is not base64 verifies nothing
+        return None
+
+
+class EnrollmentLookup:
+    """Instance and enrollment resolution with the engine's caches."""
+
+    def __init__(self, store: Store, clock: Clock, settings: EngineSettings) -> None:
+        self._store = store
+        ttl = settings.cache_ttl_seconds
+        self._instances: TtlCache[str, Instance | None] = TtlCache(clock, ttl)
+        self._hubs: TtlCache[str, tuple[LinkedHub, ...]] = TtlCache(clock, ttl)
+        self._groups: TtlCache[str, tuple[EnrollmentGroup, ...]] = TtlCache(clock, ttl)
+        self._memo: LruMemo[tuple[str, str], str] = LruMemo()
+
+    def invalidate(self, instance_id: str | None = None) -> None:
+        """Forget cached instances, and the hubs and groups of `instance_id` (or of all)."""
+        self._instances.invalidate()
+        self._hubs.invalidate(instance_id)
+        self._groups.invalidate(instance_id)
+
+    async def instance(self, id_scope: str) -> Instance | None:
+        scope = normalise_id_scope(id_scope)
+        found, cached = self._instances.lookup(scope)
+        if found:
+            return cached
+        instance = await self._store.get_instance_by_id_scope(scope)
+        self._instances.store(scope, instance)
+        return instance
+
+    async def linked_hubs(self, instance_id: str, *, fresh: bool = False) -> tuple[LinkedHub, ...]:
+        """The instance's linked hubs, from the cache unless `fresh`."""
+        if not fresh:
+            found, cached = self._hubs.lookup(instance_id)
+            if found and cached is not None:
+                return cached
+        hubs = tuple(await self._store.list_linked_hubs(instance_id))
+        self._hubs.store(instance_id, hubs)
+        return hubs
+
+    async def attest(
+        self, instance: Instance, registration_id: str, token: SasToken, hint_group_id: str | None
+    ) -> AttestedDevice:
+        """The enrollment this token proves membership of. Raises DpsError(401) otherwise."""
+        individual = await self._store.get_individual_enrollment(instance.id, registration_id)
+        if individual is not None:
+            keys = _symmetric_keys(individual.spec)
+            if keys is None or not verify_with_keys(token, list(keys)):
+                raise refuse(
+                    "individual enrollment does not verify",
+                    id_scope=instance.id_scope,
+                    registration_id=registration_id,
+                )
+            return AttestedDevice(instance, registration_id, individual, keys)
+        device = await self._attest_in_group(instance, registration_id, token, hint_group_id)
+        if device is None:
+            raise refuse(
+                "no enrollment verifies",
+                id_scope=instance.id_scope,
+                registration_id=registration_id,
+            )
+        return device
+
+    async def _attest_in_group(
+        self, instance: Instance, registration_id: str, token: SasToken, hint_group_id: str | None
+    ) -> AttestedDevice | None:
+        memo_key = (instance.id, registration_key(registration_id))
+        for group_id in dict.fromkeys(g for g in (self._memo.get(memo_key), hint_group_id) if g):
+            device = await self._confirm(instance, registration_id, token, group_id)
+            if device is not None:
+                return device
+        # The cached list first; on a miss, once more from the store, so a group created a
+        # moment ago (on any node) is found at once rather than after the cache expires.
+        groups, cached = await self._symmetric_groups(instance.id, use_cache=True)
+        device = await self._scan(instance, registration_id, token, groups)
+        if device is None and cached:
+            groups, _ = await self._symmetric_groups(instance.id, use_cache=False)
+            device = await self._scan(instance, registration_id, token, groups)
+        if device is not None and device.enrollment_group_id is not None:
+            self._memo.put(memo_key, device.enrollment_group_id)
+        else:
+            self._memo.forget(memo_key)
+        return device
+
+    async def _scan(
+        self,
+        instance: Instance,
+        registration_id: str,
+        token: SasToken,
+        groups: tuple[EnrollmentGroup, ...],
+    ) -> AttestedDevice | None:
+        for group in groups:
+            keys = _derived_keys(group, registration_id)
+            if keys is not None and verify_with_keys(token, list(keys)):
+                device = await self._confirm(
+                    instance, registration_id, token, group.enrollment_group_id
+                )
+                if device is not None:
+                    return device
+        return None
+
+    async def _confirm(
+        self, instance: Instance, registration_id: str, token: SasToken, group_id: str
+    ) -> AttestedDevice | None:
+        """Re-read the group and check the token against its current keys."""
+        group = await self._store.get_enrollment_group(instance.id, group_id)
+        if group is None:
+            return None
+        keys = _derived_keys(group, registration_id)
+        if keys is None or not verify_with_keys(token, list(keys)):
+            return None
+        return AttestedDevice(instance, registration_id, group, keys)
+
+    async def _symmetric_groups(
+        self, instance_id: str, *, use_cache: bool
+    ) -> tuple[tuple[EnrollmentGroup, ...], bool]:
+        """The instance's symmetric-key groups, and whether they came from the cache."""
+        if use_cache:
+            found, cached = self._groups.lookup(instance_id)
+            if found and cached is not None:
+                return cached, True
+        groups: list[EnrollmentGroup] = []
+        after: str | None = None
+        while True:
+            page = await self._store.list_enrollment_groups(
+                instance_id, after=after, limit=GROUP_PAGE_SIZE
+            )
+            groups.extend(g for g in page.items if _symmetric_keys(g.spec) is not None)
+            if page.next_after is None:
+                break
+            after = page.next_after
+        result = tuple(groups)
+        self._groups.store(instance_id, result)
+        return result, False
