@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeAlias
 
+from cryptography import x509
+
 from opendps.attestation.sas import DEFAULT_CLOCK_SKEW_SECONDS
 from opendps.model.enrollment import AttestationType
 from opendps.model.json import JsonValue
@@ -45,9 +47,17 @@ class SasCredential:
     token: str
 
 
-# What a device can prove itself with. X.509 (the TLS client chain) and TPM join this union
-# when their attestation lands; the engine refuses credentials it cannot check with 401.
-Credential: TypeAlias = SasCredential
+@dataclass(frozen=True, slots=True)
+class X509Credential:
+    """The certificate chain the device presented in the TLS handshake, leaf first, exactly as
+    sent (the TLS layer's `opendps.peer_chain`). Transports pass it when there is no SAS."""
+
+    chain: tuple[x509.Certificate, ...]
+
+
+# What a device can prove itself with. TPM joins this union when its attestation lands; the
+# engine refuses credentials it cannot check with 401.
+Credential: TypeAlias = SasCredential | X509Credential
 
 
 @dataclass(frozen=True, slots=True)
