@@ -27,6 +27,8 @@ import pytest
 
 NODE_DIR = Path(__file__).parent / "node"
 STANDARD_HTTPS_PORT = 443
+STANDARD_MQTT_PORT = 8883
+STANDARD_AMQP_PORT = 5671
 SERVER_START_TIMEOUT_S = 60
 POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -135,6 +137,10 @@ def start_server(tmp_dir: Path, backend: str, extra_args: list[str] | None = Non
         str(data_dir),
         "--https-port",
         "443",
+        "--mqtt-port",
+        str(STANDARD_MQTT_PORT),
+        "--amqp-port",
+        str(STANDARD_AMQP_PORT),
     ]
     args += ["--bind", "127.0.0.1", "--public-host", "localhost"]
     database = None

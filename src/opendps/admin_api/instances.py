@@ -11,6 +11,7 @@ from opendps.admin_api.auth import AdminCaller, require_deployment_admin, resolv
 from opendps.admin_api.hubs import builtin_hub_host_name, parse_host_name, render_hub
 from opendps.admin_api.policies import render_policy_with_keys
 from opendps.admin_api.schemas import (
+    AllocationPolicySaved,
     AllocationPolicySettings,
     CustomAllocationDefinitionBody,
     InstanceCounts,
@@ -29,6 +30,7 @@ from opendps.model.ids import generate_id_scope, parse_name
 from opendps.model.instance import ALL_RIGHTS, OWNER_POLICY_NAME, AccessPolicy, Instance
 from opendps.service_api.audit import record_change
 from opendps.service_api.context import ServiceContext
+from opendps.service_api.webhook_check import instance_webhook_warning
 from opendps.store.interface import Store
 
 # A fresh ID scope has 32 random bits; a clash is rare, three clashes in a row mean a bug.
@@ -232,11 +234,16 @@ async def set_allocation_policy(
     await record_change(
         ctx, instance.id, caller.actor, "allocation-policy.set", f"instances/{instance.name}"
     )
+    # A broken webhook shows now rather than when a device fails; the policy stays saved.
+    warning = await instance_webhook_warning(ctx, stored)
     result = AllocationPolicySettings(
         allocation_policy=stored.allocation_policy,
         custom_allocation_definition=_render_custom(stored.custom_allocation),
     )
-    return respond(result, etag=stored.etag)
+    if warning is None:  # `warnings` only appears when there is one
+        return respond(result, etag=stored.etag)
+    saved = AllocationPolicySaved(**result.model_dump(), warnings=[warning])
+    return respond(saved, etag=stored.etag)
 
 
 def _parse_custom(body: AllocationPolicySettings) -> CustomAllocationDefinition | None:

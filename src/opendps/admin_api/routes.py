@@ -15,7 +15,17 @@ from typing import Any
 
 from aiohttp import web
 
-from opendps.admin_api import audit, certificates, hubs, imports, instances, metering, policies
+from opendps.admin_api import (
+    audit,
+    certificates,
+    explain,
+    hub_devices,
+    hubs,
+    imports,
+    instances,
+    metering,
+    policies,
+)
 from opendps.admin_api import schemas as s
 from opendps.admin_api.auth import AdminCaller, authenticate
 from opendps.admin_api.openapi import build_openapi_document
@@ -71,8 +81,12 @@ ADMIN_ROUTES: tuple[AdminRoute, ...] = (
                response=s.AllocationPolicySettings),
     AdminRoute("PUT", _INSTANCE + "/allocation-policy", instances.set_allocation_policy,
                "Set the instance allocation policy", "instances",
-               request_body=s.AllocationPolicySettings, response=s.AllocationPolicySettings,
+               request_body=s.AllocationPolicySettings, response=s.AllocationPolicySaved,
                uses_if_match=True),
+    AdminRoute("POST", _INSTANCE + "/allocation/explain", explain.explain_allocation,
+               "Dry-run the allocation of a registration ID: enrollment, policy, hubs, "
+               "chosen hub and why, webhook answer (nothing is registered)", "instances",
+               request_body=s.ExplainRequest, response=s.AllocationExplanation),
     # linked hubs
     AdminRoute("GET", _INSTANCE + "/hubs", hubs.list_hubs, "List linked hubs", "hubs",
                response=s.HubList),
@@ -84,6 +98,15 @@ ADMIN_ROUTES: tuple[AdminRoute, ...] = (
                "hubs", request_body=s.HubUpdate, response=s.Hub, uses_if_match=True),
     AdminRoute("DELETE", _INSTANCE + "/hubs/{hub}", hubs.delete_hub, "Unlink a hub", "hubs",
                status=204),
+    AdminRoute("GET", _INSTANCE + "/hubs/{hub}/devices", hub_devices.list_devices,
+               "List the devices of a built-in hub", "hubs", response=s.HubDevicePage,
+               query=(QueryParameter("limit", "Devices per page", {"type": "integer"}),
+                      QueryParameter("after", "The nextAfter of the previous page"))),
+    AdminRoute("GET", _INSTANCE + "/hubs/{hub}/devices/{device}", hub_devices.show_device,
+               "Show a device of a built-in hub with its twin (keys masked)", "hubs",
+               response=s.HubDevice),
+    AdminRoute("DELETE", _INSTANCE + "/hubs/{hub}/devices/{device}", hub_devices.delete_device,
+               "Delete a device from a built-in hub", "hubs", status=204),
     # access policies
     AdminRoute("GET", _INSTANCE + "/policies", policies.list_policies,
                "List access policies (without keys)", "policies", response=s.PolicyList),

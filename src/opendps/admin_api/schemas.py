@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
 from pydantic.alias_generators import to_camel
@@ -236,6 +236,136 @@ class AuditPage(WireModel):
     value: list[AuditRecord]
     # Pass as `before=` to get the next (older) page; absent on the last page.
     next_before: int | None
+
+
+# -- built-in hub devices -------------------------------------------------------------------------
+
+
+class HubDeviceTwin(WireModel):
+    """The device twin: tags, and desired and reported properties with their versions."""
+
+    tags: dict[str, Any]
+    desired: dict[str, Any]
+    reported: dict[str, Any]
+    desired_version: int
+    reported_version: int
+
+
+class HubDeviceSummary(WireModel):
+    device_id: str
+    authentication_kind: str
+    iot_edge: bool
+    status: str
+    last_updated_date_time_utc: UtcDateTime | None
+
+
+class HubDevicePage(WireModel):
+    value: list[HubDeviceSummary]
+    # Pass as `after=` to get the next page; absent on the last page.
+    next_after: str | None
+
+
+class HubDevice(WireModel):
+    """A device of a built-in hub; keys are masked (thumbprints are not secrets)."""
+
+    device_id: str
+    hub_host_name: str
+    authentication_kind: str
+    authentication: dict[str, str]
+    iot_edge: bool
+    status: str
+    twin: HubDeviceTwin
+    etag: str
+    created_date_time_utc: UtcDateTime | None
+    last_updated_date_time_utc: UtcDateTime | None
+
+
+# -- allocation explain and webhook checks -------------------------------------------------------
+
+
+class AllocationPolicySaved(WireModel):
+    """The saved instance allocation policy, with the save-time webhook check's warnings."""
+
+    allocation_policy: AllocationPolicy
+    custom_allocation_definition: CustomAllocationDefinitionBody | None = None
+    # Only when the dry-run call to a custom webhook failed: the policy is saved, but devices
+    # would fail.
+    warnings: list[str] = Field(default_factory=list)
+
+
+class ExplainRequest(WireModel):
+    registration_id: str = Field(min_length=1, max_length=128)
+    # The device payload a custom allocation webhook would receive (any JSON value).
+    payload: Any = None
+
+
+class ExplainedHub(WireModel):
+    host_name: str
+    allocation_weight: int
+    apply_allocation_policy: bool
+    location: str | None
+    # Whether allocation may choose this hub for this enrollment.
+    candidate: bool
+
+
+class ExplainedWebhook(WireModel):
+    """The custom allocation webhook's answer to the dry-run request."""
+
+    iot_hub_host_name: str | None
+    initial_twin: dict[str, Any] | None
+    payload: Any
+    error_code: int | None
+    error_message: str | None
+
+
+class ExplainedReprovisioning(WireModel):
+    substatus: str
+    # initial, migrate (copied from the old hub) or keep (the hub's twin stays).
+    twin: str
+    removes_from_hub: str | None
+    removes_device_id: str | None
+
+
+class ExplainedDecision(WireModel):
+    enrollment_kind: str
+    enrollment_id: str
+    attestation_type: str
+    provisioning_status: str
+    matched_by: str
+    allocation_policy: AllocationPolicy
+    # `enrollment` or `instance`: whose policy applies.
+    policy_source: str
+    hubs: list[ExplainedHub]
+    # What the registration would end as: assigned, failed or disabled.
+    outcome: str
+    reason: str
+    assigned_hub: str | None
+    device_id: str | None
+    initial_twin: dict[str, Any] | None
+    reprovisioning: ExplainedReprovisioning | None
+    webhook: ExplainedWebhook | None
+    error_code: int | None
+    error_message: str | None
+
+
+class ExplainedRegistration(WireModel):
+    """The device's current registration state, which reprovisioning starts from."""
+
+    status: str
+    assigned_hub: str | None
+    device_id: str | None
+    enrollment_group_id: str | None
+    substatus: str | None
+    previous_hubs: list[str]
+
+
+class AllocationExplanation(WireModel):
+    registration_id: str
+    # Nothing was registered: this is what a registration would meet now.
+    dry_run: bool
+    summary: str
+    previous_registration: ExplainedRegistration | None
+    decisions: list[ExplainedDecision]
 
 
 # -- bulk import -------------------------------------------------------------------------------

@@ -36,6 +36,9 @@ DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 10.0
 # An AllocationResponse is a hub name, a twin and a payload; Azure caps twins at 32 KiB and
 # messages at 96 KiB (protocol.md §9). Anything longer is refused unread.
 MAX_WEBHOOK_RESPONSE_BYTES = 256 * 1024
+# Sent with dry-run requests (docs/allocation.md): a webhook with side effects (counting
+# devices, reserving capacity) can answer without recording anything.
+DRY_RUN_HEADER = "x-opendps-dry-run"
 
 
 class WebhookAllocator:
@@ -59,7 +62,9 @@ class WebhookAllocator:
         url = request.definition.webhook_url
         try:
             async with asyncio.timeout(self._timeout):
-                status, raw = await self._post(url, build_allocation_request(request))
+                status, raw = await self._post(
+                    url, build_allocation_request(request), dry_run=request.dry_run
+                )
         except TimeoutError:
             raise DpsError(
                 CUSTOM_ALLOCATION_TIMEOUT,
@@ -76,10 +81,11 @@ class WebhookAllocator:
             )
         return parse_allocation_response(raw, request)
 
-    async def _post(self, url: str, body: JsonObject) -> tuple[int, bytes]:
+    async def _post(self, url: str, body: JsonObject, *, dry_run: bool) -> tuple[int, bytes]:
+        headers = {DRY_RUN_HEADER: "true"} if dry_run else None
         # Redirects are not followed: the answer must come from the configured URL.
         async with self._session.post(
-            url, json=body, ssl=self._ssl, allow_redirects=False
+            url, json=body, headers=headers, ssl=self._ssl, allow_redirects=False
         ) as response:
             raw = await response.content.read(MAX_WEBHOOK_RESPONSE_BYTES + 1)
             return response.status, raw

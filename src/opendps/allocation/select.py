@@ -85,6 +85,9 @@ class CustomAllocationRequest:
     # Only on re-registration of a device that has a hub.
     current_hub: str | None = None
     current_device_id: str | None = None
+    # A dry run (`allocation explain`, the check when a webhook is saved): nothing will be
+    # registered, and the webhook is told so by the `x-opendps-dry-run: true` header.
+    dry_run: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,8 @@ from opendps.service_api.context import DEFAULT_MAX_BODY_BYTES
 
 # The limits' defaults and their reasons live beside the code that enforces them.
 from opendps.tls.server import HANDSHAKE_TIMEOUT_SECONDS, MAX_CONNECTIONS
+from opendps.transports.amqp import driver as amqp_driver
+from opendps.transports.mqtt.session import CONNECT_TIMEOUT_SECONDS, MAX_PACKET_BYTES
 
 ENV_PREFIX = "OPENDPS_"
 # The config file is not itself a setting: it is where settings come from.
@@ -249,6 +251,54 @@ SETTINGS: tuple[Setting, ...] = (
         "repeatable). Unlisted pairs count as far; a hub in the node's own region counts 0 ms.",
         default_text="none",
     ),
+    Setting(
+        "mqtt_max_packet_bytes",
+        Kind.INT,
+        MAX_PACKET_BYTES,
+        "Largest MQTT packet accepted (TLS and WebSocket); a device announcing a larger one is "
+        "disconnected (Azure's message limit is 96 KB).",
+        minimum=1024,
+    ),
+    Setting(
+        "mqtt_connect_timeout",
+        Kind.SECONDS,
+        CONNECT_TIMEOUT_SECONDS,
+        "Seconds an MQTT client may take to send CONNECT once connected; silent clients are "
+        "disconnected. After CONNECT, a client silent for 1.5 x its keep-alive is disconnected.",
+        minimum=0.1,
+    ),
+    Setting(
+        "amqp_max_frame_bytes",
+        Kind.INT,
+        amqp_driver.MAX_FRAME_BYTES,
+        "Largest AMQP frame accepted (advertised in OPEN; TLS and WebSocket); a larger frame "
+        "closes the connection.",
+        minimum=512,
+    ),
+    Setting(
+        "amqp_max_message_bytes",
+        Kind.INT,
+        amqp_driver.MAX_MESSAGE_BYTES,
+        "Largest AMQP request message accepted (all its frames); a larger one closes the "
+        "connection with amqp:link:message-size-exceeded (Azure's message limit is 96 KB).",
+        minimum=1024,
+    ),
+    Setting(
+        "amqp_idle_timeout",
+        Kind.SECONDS,
+        amqp_driver.IDLE_TIMEOUT_SECONDS,
+        "AMQP idle timeout advertised in OPEN: a client that sends nothing, not even a "
+        "heartbeat, for this long is disconnected.",
+        minimum=1,
+    ),
+    Setting(
+        "amqp_open_timeout",
+        Kind.SECONDS,
+        amqp_driver.OPEN_TIMEOUT_SECONDS,
+        "Seconds an AMQP client may take, after the TLS handshake, to finish SASL and send "
+        "OPEN; slower clients are disconnected.",
+        minimum=0.1,
+    ),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
@@ -278,6 +328,12 @@ class Settings:
     webhook_tls_verify: str = "on"
     region: str | None = None
     region_latency: tuple[str, ...] = ()
+    mqtt_max_packet_bytes: int = MAX_PACKET_BYTES
+    mqtt_connect_timeout: float = CONNECT_TIMEOUT_SECONDS
+    amqp_max_frame_bytes: int = amqp_driver.MAX_FRAME_BYTES
+    amqp_max_message_bytes: int = amqp_driver.MAX_MESSAGE_BYTES
+    amqp_idle_timeout: float = amqp_driver.IDLE_TIMEOUT_SECONDS
+    amqp_open_timeout: float = amqp_driver.OPEN_TIMEOUT_SECONDS
     # Names of the settings the operator gave (flag, environment or config file).
     explicit: frozenset[str] = frozenset()
 

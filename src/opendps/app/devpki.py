@@ -23,7 +23,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from opendps.engine.ports import Clock
@@ -46,6 +46,11 @@ SERVER_RENEW_BEFORE = timedelta(days=30)
 BACKDATE = timedelta(minutes=5)
 # Names the dev server certificate always carries: the ones a client on this machine uses.
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+# Keys the certificate tooling issues with: ECDSA P-256 by default, RSA on request (`opendps
+# cert ... --rsa`) for devices whose TLS stacks lack ECDSA.
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 PRIVATE_FILE_MODE = 0o600
 PUBLIC_FILE_MODE = 0o644
@@ -112,9 +117,9 @@ def subject_alt_names(hosts: Iterable[str]) -> list[x509.GeneralName]:
 def issue_certificate(
     *,
     common_name: str,
-    public_key: ec.EllipticCurvePublicKey,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-    signing_key: ec.EllipticCurvePrivateKey,
+    public_key: PublicKey,
+    issuer: tuple[x509.Certificate, PrivateKey] | None,
+    signing_key: PrivateKey,
     profile: Profile,
     now: datetime,
     validity: timedelta,
@@ -151,8 +156,8 @@ def issue_certificate(
 
 
 def _authority_key_identifier(
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-    own_key: ec.EllipticCurvePublicKey,
+    issuer: tuple[x509.Certificate, PrivateKey] | None,
+    own_key: PublicKey,
 ) -> x509.AuthorityKeyIdentifier:
     if issuer is None:
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(own_key)
@@ -213,7 +218,7 @@ def write_atomically(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+def write_private_key(path: Path, key: PrivateKey) -> None:
     """PKCS#8 PEM, unencrypted, mode 0600."""
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

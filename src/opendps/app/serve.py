@@ -36,9 +36,11 @@ from opendps.app.status import (
     service_connection_string,
     write_state,
 )
-from opendps.app.wiring import App, StartupError, build
+from opendps.app.wiring import App, StartupError, amqp_limits, build, mqtt_settings
 from opendps.observability.logging import log_event
 from opendps.tls.server import TlsLimits, TlsServer, start_tls_server
+from opendps.transports.amqp.adapter import amqp_protocol_factory
+from opendps.transports.mqtt.adapter import mqtt_protocol_factory
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ HANDLER_CANCEL_GRACE_SECONDS = 1.0
 # listener; neither deserves more than this before its connection is aborted.
 CONNECTION_CLOSE_GRACE_SECONDS = 2.0
 HTTPS_LISTENER = "https"
+MQTT_LISTENER = "mqtt"
+AMQP_LISTENER = "amqp"
 
 
 class Listener(Protocol):
@@ -132,9 +136,11 @@ async def bind_with_fallback(
     return BoundPort(server, fallback, message)
 
 
-def status_document(app: App, https_port: int) -> StatusDocument:
-    """The status of a running server; MQTT and AMQP report their configured ports until
-    their listeners exist."""
+def status_document(
+    app: App, https_port: int, mqtt_port: int | None = None, amqp_port: int | None = None
+) -> StatusDocument:
+    """The status of a running server: the bound ports (the configured MQTT/AMQP port when
+    one is not given)."""
     settings = app.settings
     host = settings.primary_host
     policy = app.default_instance.owner_policy
@@ -149,8 +155,8 @@ def status_document(app: App, https_port: int) -> StatusDocument:
         ca_certificate=app.data_dir.pki.ca_certificate,
         endpoints=Endpoints(
             https=endpoint_url("https", host, https_port),
-            mqtt=endpoint_url("mqtts", host, settings.mqtt_port),
-            amqp=endpoint_url("amqps", host, settings.amqp_port),
+            mqtt=endpoint_url("mqtts", host, mqtt_port or settings.mqtt_port),
+            amqp=endpoint_url("amqps", host, amqp_port or settings.amqp_port),
         ),
         data_dir=settings.data_dir,
         database=redact_database_url(settings.database),
@@ -174,6 +180,28 @@ async def _start_https(app: App, runner: web.AppRunner, port: int) -> TlsServer:
         context=app.tls_context,
         limits=tls_limits(app.settings),
         on_connection_change=app.connection_counter(HTTPS_LISTENER),
+    )
+
+
+async def _start_mqtt(app: App, port: int) -> TlsServer:
+    return await start_tls_server(
+        mqtt_protocol_factory(app.engine, spawn=tasks.spawn, settings=mqtt_settings(app.settings)),
+        host=app.settings.bind,
+        port=port,
+        context=app.tls_context,
+        limits=tls_limits(app.settings),
+        on_connection_change=app.connection_counter(MQTT_LISTENER),
+    )
+
+
+async def _start_amqp(app: App, port: int) -> TlsServer:
+    return await start_tls_server(
+        amqp_protocol_factory(app.engine, spawn=tasks.spawn, limits=amqp_limits(app.settings)),
+        host=app.settings.bind,
+        port=port,
+        context=app.tls_context,
+        limits=tls_limits(app.settings),
+        on_connection_change=app.connection_counter(AMQP_LISTENER),
     )
 
 
@@ -205,7 +233,21 @@ async def run(
                 start=lambda port: _start_https(app, runner, port),
             )
             servers.append(https.server)
-            status = status_document(app, https.port)
+            mqtt = await bind_with_fallback(
+                MQTT_LISTENER,
+                settings.mqtt_port,
+                explicit=settings.is_explicit("mqtt_port"),
+                start=lambda port: _start_mqtt(app, port),
+            )
+            servers.append(mqtt.server)
+            amqp = await bind_with_fallback(
+                AMQP_LISTENER,
+                settings.amqp_port,
+                explicit=settings.is_explicit("amqp_port"),
+                start=lambda port: _start_amqp(app, port),
+            )
+            servers.append(amqp.server)
+            status = status_document(app, https.port, mqtt.port, amqp.port)
             write_state(
                 settings.data_dir, ServerState(status, os.getpid(), app.data_dir.admin_key_file)
             )
@@ -215,9 +257,11 @@ async def run(
                 logging.INFO,
                 "server.started",
                 https=status.endpoints.https,
+                mqtt=status.endpoints.mqtt,
+                amqp=status.endpoints.amqp,
                 id_scope=status.id_scope,
             )
-            fallbacks = tuple(bound.fallback for bound in [https] if bound.fallback)
+            fallbacks = tuple(bound.fallback for bound in (https, mqtt, amqp) if bound.fallback)
             on_ready(RunningServerInfo(status, os.getpid(), fallbacks))
             await stop.wait()
             log_event(logger, logging.INFO, "server.stopping")

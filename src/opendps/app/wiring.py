@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from opendps.admin_api.routes import add_admin_routes
 from opendps.allocation.custom import WebhookAllocator
+from opendps.allocation.geo_latency import LatencyTable
 from opendps.app.bootstrap import (
     DataDir,
     DefaultInstance,
@@ -47,7 +48,12 @@ from opendps.store.migrate import SchemaTooNewError
 from opendps.store.postgres import open_postgres_store
 from opendps.store.sqlite import open_sqlite_store
 from opendps.tls.contexts import build_server_context
+from opendps.transports.amqp.driver import AmqpLimits
+from opendps.transports.amqp.websocket import AMQP_SUBPROTOCOL, amqp_websocket_handler
 from opendps.transports.http.routes import add_device_routes
+from opendps.transports.mqtt.adapter import MqttSettings
+from opendps.transports.mqtt.websocket import MQTT_SUBPROTOCOL, mqtt_websocket_handler
+from opendps.transports.websocket import SubprotocolHandler, add_websocket_route
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +66,9 @@ POSTGRES_SCHEMES = ("postgresql:", "postgres:", "postgresql+asyncpg:")
 SQLITE_PREFIXES = ("sqlite+aiosqlite:///", "sqlite:///")
 # Route names of the DPS service API start with this (service_api/routes.py).
 SERVICE_ROUTE_PREFIX = "dps."
+# Connection-gauge label of MQTT over WebSockets (the TLS listeners are labelled by serve.py).
+MQTT_WS_LISTENER = "mqtt_ws"
+AMQP_WS_LISTENER = "amqp_ws"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -141,6 +150,12 @@ async def build(settings: Settings) -> App:
     engine = build_engine(settings, context, metrics, webhook_session)
     context.change_listeners.append(engine.invalidate_caches)
     add_device_routes(web_app, engine)
+    add_websocket_route(
+        web_app,
+        websocket_subprotocols(settings, engine, metrics),
+        # One WebSocket message carries one MQTT packet or one AMQP frame.
+        max_message_bytes=max(settings.mqtt_max_packet_bytes, settings.amqp_max_frame_bytes),
+    )
     return App(
         settings,
         data_dir,
@@ -177,6 +192,11 @@ def build_engine(
         timeout_seconds=settings.webhook_timeout,
         verify_tls=settings.webhook_tls_verify == "on",
     )
+    # The admin and service APIs make dry-run calls with the same client (engine/explain.py).
+    context.custom_allocator = allocator
+    context.allocation_latency = LatencyTable.from_pairs(
+        engine_settings.node_region, engine_settings.region_latencies_ms
+    )
     hubs = HubConnectors({HubKind.BUILTIN: builtin_connector_factory(store, clock, ids)})
     return ProvisioningEngine(
         store,
@@ -187,6 +207,50 @@ def build_engine(
         settings=engine_settings,
         custom_allocator=allocator,
         metrics=metrics,
+    )
+
+
+def mqtt_settings(settings: Settings) -> MqttSettings:
+    return MqttSettings(
+        max_packet_bytes=settings.mqtt_max_packet_bytes,
+        connect_timeout_seconds=settings.mqtt_connect_timeout,
+    )
+
+
+def websocket_subprotocols(
+    settings: Settings, engine: ProvisioningEngine, metrics: Metrics
+) -> dict[str, SubprotocolHandler]:
+    """The one table of `/$iothub/websocket`: lower-case subprotocol → handler (AMQP over
+    WebSockets adds `amqpwsb10` here)."""
+
+    def count(delta: int) -> None:
+        if delta > 0:
+            metrics.connection_opened(MQTT_WS_LISTENER)
+        else:
+            metrics.connection_closed(MQTT_WS_LISTENER)
+
+    def count_amqp(delta: int) -> None:
+        if delta > 0:
+            metrics.connection_opened(AMQP_WS_LISTENER)
+        else:
+            metrics.connection_closed(AMQP_WS_LISTENER)
+
+    return {
+        MQTT_SUBPROTOCOL: mqtt_websocket_handler(
+            engine, spawn=spawn, settings=mqtt_settings(settings), on_connection_change=count
+        ),
+        AMQP_SUBPROTOCOL: amqp_websocket_handler(
+            engine, spawn=spawn, limits=amqp_limits(settings), on_connection_change=count_amqp
+        ),
+    }
+
+
+def amqp_limits(settings: Settings) -> AmqpLimits:
+    return AmqpLimits(
+        max_frame_bytes=settings.amqp_max_frame_bytes,
+        max_message_bytes=settings.amqp_max_message_bytes,
+        idle_timeout_seconds=settings.amqp_idle_timeout,
+        open_timeout_seconds=settings.amqp_open_timeout,
     )
 
 

@@ -10,6 +10,7 @@ from opendps.admin_api.schemas import AllocationPolicySettings
 from opendps.cli.client import request_body
 from opendps.cli.options import Invocation, operator_command
 from opendps.cli.output import details, field
+from opendps.cli.warnings import warn_from_body
 from opendps.model.hub import AllocationPolicy
 
 app = typer.Typer(
@@ -49,7 +50,7 @@ def set_policy(
         AllocationPolicySettings, allocation_policy=policy, custom_allocation_definition=custom
     )
     path = invocation.client.instance_path() + "/allocation-policy"
-    answer = invocation.client.admin("PUT", path, body=body, if_match=etag)
+    answer = warn_from_body(invocation.client.admin("PUT", path, body=body, if_match=etag))
     invocation.emit(answer, lambda item: details(item, _ROWS))
 
 

@@ -11,8 +11,11 @@ import typer
 
 from opendps.cli import (
     allocation,
+    cert,
     certificates,
+    device,
     enrollments,
+    explain,
     groups,
     hubs,
     instances,
@@ -29,9 +32,12 @@ def add_commands(app: typer.Typer) -> None:
     app.add_typer(hubs.app, name="hub")
     app.add_typer(policies.app, name="policy")
     app.add_typer(allocation.app, name="allocation-policy")
+    app.add_typer(explain.app, name="allocation")
     app.add_typer(enrollments.app, name="enrollment")
     app.add_typer(groups.app, name="enrollment-group")
     app.add_typer(registrations.app, name="registration")
     app.add_typer(certificates.app, name="certificate")
+    app.add_typer(cert.app, name="cert")
+    app.add_typer(device.app, name="device")
     add_device_key_command(app)
     add_audit_command(app)

@@ -21,7 +21,10 @@ def add_device_key_command(app: typer.Typer) -> None:
         key: Annotated[str, typer.Option(help="The enrollment group's symmetric key (base64).")],
         registration_id: Annotated[str, typer.Option(help="The device's registration ID.")],
     ) -> None:
-        """Derive a device key: base64(HMAC-SHA256(group key, registration ID)) (protocol.md §2.3)."""
+        """Derive a group member's device key: base64(HMAC-SHA256(group key, registration ID)).
+
+        The device signs its SAS tokens with this key; the group key never leaves the operator.
+        """
         try:
             parse_registration_id(registration_id)
             device_key = derive_device_key(key, registration_id)

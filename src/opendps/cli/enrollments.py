@@ -29,6 +29,7 @@ from opendps.cli.enrollment_rows import (
 )
 from opendps.cli.options import EXIT_FAILURE, Invocation, operator_command
 from opendps.cli.output import details, field, table
+from opendps.cli.warnings import warn_from_response
 
 app = typer.Typer(help="Individual enrollments (one device each).", no_args_is_help=True)
 
@@ -102,7 +103,8 @@ def create(
         webhook_api_version,
         disabled,
     ).apply(body)
-    _show(invocation, invocation.client.service("PUT", _path(registration_id), body=body).body)
+    answer = invocation.client.service("PUT", _path(registration_id), body=body)
+    _show(invocation, warn_from_response(answer))
 
 
 @operator_command(app, "list")

@@ -15,6 +15,7 @@ import typer
 from opendps.cli import enrollment_options as opt
 from opendps.cli.options import Invocation, operator_command
 from opendps.cli.output import details, field, table
+from opendps.cli.warnings import warn_from_response
 
 app = typer.Typer(
     help="Enrollment groups (many devices sharing a key or a CA).", no_args_is_help=True
@@ -83,7 +84,8 @@ def create(
         webhook_api_version,
         disabled,
     ).apply(body)
-    _show(invocation, invocation.client.service("PUT", _path(group_id), body=body).body)
+    answer = invocation.client.service("PUT", _path(group_id), body=body)
+    _show(invocation, warn_from_response(answer))
 
 
 @operator_command(app, "list")

@@ -106,3 +106,70 @@ def delete(invocation: Invocation, host_name: HostArgument) -> None:
     """Unlink a hub from the instance."""
     invocation.client.admin("DELETE", _hub_path(invocation, host_name))
     invocation.done(f"Unlinked hub {host_name}.")
+
+
+# -- devices of a built-in hub ------------------------------------------------------------------
+
+device_app = typer.Typer(help="One device of a built-in hub.", no_args_is_help=True)
+app.add_typer(device_app, name="device")
+
+_DEVICE_COLUMNS = [
+    ("Device ID", field("deviceId")),
+    ("Authentication", field("authenticationKind")),
+    ("IoT Edge", field("iotEdge")),
+    ("Status", field("status")),
+    ("Last updated", field("lastUpdatedDateTimeUtc")),
+]
+_DEVICE_ROWS = [
+    ("Device ID", field("deviceId")),
+    ("Hub", field("hubHostName")),
+    ("Authentication", field("authenticationKind")),
+    ("Credentials", field("authentication")),
+    ("IoT Edge", field("iotEdge")),
+    ("Status", field("status")),
+    ("Tags", field("twin.tags")),
+    ("Desired", field("twin.desired")),
+    ("Desired version", field("twin.desiredVersion")),
+    ("Reported", field("twin.reported")),
+    ("Reported version", field("twin.reportedVersion")),
+    ("ETag", field("etag")),
+]
+DeviceArgument = Annotated[str, typer.Argument(help="Device ID on the hub.")]
+# Devices fetched per request when listing; the server pages with `after`.
+DEVICE_PAGE_SIZE = 500
+
+
+def _device_path(invocation: Invocation, host: str, device_id: str) -> str:
+    return _hub_path(invocation, host) + "/devices/" + quote(device_id, safe="")
+
+
+@operator_command(app, "devices")
+def devices(invocation: Invocation, host_name: HostArgument) -> None:
+    """List the devices of a built-in hub."""
+    items: list[dict[str, object]] = []
+    query = {"limit": str(DEVICE_PAGE_SIZE)}
+    while True:
+        page = invocation.client.admin(
+            "GET", _hub_path(invocation, host_name) + "/devices", query=query
+        )
+        items.extend(page["value"])
+        if not page.get("nextAfter"):
+            break
+        query = {"limit": str(DEVICE_PAGE_SIZE), "after": page["nextAfter"]}
+    invocation.emit(items, lambda rows: table(rows, _DEVICE_COLUMNS, empty="No devices."))
+
+
+@operator_command(device_app, "show")
+def show_device(invocation: Invocation, host_name: HostArgument, device_id: DeviceArgument) -> None:
+    """Show a device with its twin (keys masked)."""
+    device = invocation.client.admin("GET", _device_path(invocation, host_name, device_id))
+    invocation.emit(device, lambda item: details(item, _DEVICE_ROWS))
+
+
+@operator_command(device_app, "delete")
+def delete_device(
+    invocation: Invocation, host_name: HostArgument, device_id: DeviceArgument
+) -> None:
+    """Delete a device from a built-in hub (its registration state stays)."""
+    invocation.client.admin("DELETE", _device_path(invocation, host_name, device_id))
+    invocation.done(f"Deleted device {device_id} from {host_name}.")

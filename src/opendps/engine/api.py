@@ -15,7 +15,7 @@ from typing import Protocol, TypeAlias
 from cryptography import x509
 
 from opendps.attestation.sas import DEFAULT_CLOCK_SKEW_SECONDS
-from opendps.model.enrollment import AttestationType
+from opendps.model.enrollment import AttestationType, X509CertificateInfo
 from opendps.model.json import JsonValue
 from opendps.model.registration import RegistrationStatus, Substatus
 
@@ -111,6 +111,10 @@ class RegistrationResult:
     etag: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # X.509 devices (protocol.md §1.4 `x509` sub-result): the leaf the device presented on this
+    # request, and the CA certificate that matched its group (or CA-backed enrollment).
+    certificate_info: X509CertificateInfo | None = None
+    signing_certificate_info: X509CertificateInfo | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from opendps.allocation.select import CustomAllocation
+from opendps.attestation.x509 import certificate_info
 from opendps.engine.lookup import AttestedDevice
 from opendps.engine.reprovision import AssignmentPlan, TwinSource, plan_assignment
 from opendps.hubs.interface import (
@@ -23,10 +24,10 @@ from opendps.hubs.interface import (
     InitialTwin,
 )
 from opendps.model.device import DeviceAuthKind
-from opendps.model.enrollment import IndividualEnrollment
+from opendps.model.enrollment import EnrollmentGroup, IndividualEnrollment
 from opendps.model.errors import HUB_OPERATION_FAILED, HUB_UNAUTHORIZED, DpsError
 from opendps.model.hub import LinkedHub
-from opendps.model.json import JsonValue
+from opendps.model.json import JsonObject, JsonValue
 from opendps.model.registration import RegistrationState, Substatus
 from opendps.observability.logging import log_event
 
@@ -81,6 +82,39 @@ def device_id_for(device: AttestedDevice, previous: RegistrationState | None) ->
     return device.registration_id
 
 
+def hub_authentication(device: AttestedDevice) -> tuple[DeviceAuthKind, JsonObject]:
+    """How the device will authenticate to its hub (protocol.md §7.3): symmetric keys → its
+    (derived) keys; X.509 by enrolled certificate → self-signed with the enrolled certificates'
+    thumbprints (so the primary and the secondary both work); X.509 through a CA (group or
+    CA-backed individual) → CA-signed, no per-device secret."""
+    match = device.x509
+    if match is None:
+        primary, secondary = device.device_keys
+        return DeviceAuthKind.SAS, {"primaryKey": primary, "secondaryKey": secondary}
+    if match.signing_certificate is not None:
+        return DeviceAuthKind.CERTIFICATE_AUTHORITY, {}
+    leaf = certificate_info(match.leaf).sha256_thumbprint
+    enrolled = _client_thumbprints(device.enrollment)
+    primary = enrolled[0] or leaf
+    return DeviceAuthKind.SELF_SIGNED, {
+        "primaryThumbprint": primary,
+        "secondaryThumbprint": enrolled[1] or primary,
+    }
+
+
+def _client_thumbprints(
+    enrollment: IndividualEnrollment | EnrollmentGroup,
+) -> tuple[str | None, str | None]:
+    x509 = enrollment.spec.attestation.x509
+    pair = x509.client_certificates if x509 is not None else None
+    if pair is None:
+        return None, None
+    return (
+        pair.primary.info.sha256_thumbprint if pair.primary is not None else None,
+        pair.secondary.info.sha256_thumbprint if pair.secondary is not None else None,
+    )
+
+
 def prepare_assignment(
     device: AttestedDevice,
     previous: RegistrationState | None,
@@ -98,12 +132,9 @@ def prepare_assignment(
             (h for h in linked if h.host_name.lower() == plan.remove_from_hub.lower()), None
         )
         old_connector = connectors.for_hub(old_hub) if old_hub is not None else None
-    primary, secondary = device.device_keys
+    auth_kind, auth = hub_authentication(device)
     identity = DeviceIdentity(
-        device_id=device_id,
-        auth_kind=DeviceAuthKind.SAS,
-        auth={"primaryKey": primary, "secondaryKey": secondary},
-        iot_edge=device.spec.iot_edge,
+        device_id=device_id, auth_kind=auth_kind, auth=auth, iot_edge=device.spec.iot_edge
     )
     previous_device_id = previous.device_id if previous is not None else None
     return AssignmentJob(

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from opendps.attestation.sas import SasToken, check_expiry, parse_sas_token, verify_with_keys
 from opendps.attestation.symmetric import derive_device_key
-from opendps.engine.api import Credential, EngineSettings, SasCredential
+from opendps.attestation.x509_chain import ChainRejected, X509Match, check_leaf
+from opendps.engine.api import Credential, EngineSettings, SasCredential, X509Credential
 from opendps.engine.caches import LruMemo, TtlCache
 from opendps.engine.ports import Clock
+from opendps.engine.x509_lookup import X509Lookup
 from opendps.model.enrollment import (
     AttestationType,
     EnrollmentGroup,
@@ -54,7 +57,10 @@ class AttestedDevice:
     registration_id: str  # as the device spelt it in this request
     enrollment: IndividualEnrollment | EnrollmentGroup
     # The keys the device holds: the enrollment's, or derived from the group's (primary, secondary).
-    device_keys: tuple[str, str]
+    # Empty for X.509 devices, which hold a certificate instead (`x509`).
+    device_keys: tuple[str, str] = ("", "")
+    # X.509 devices: the leaf they presented and the CA that matched (protocol.md §5).
+    x509: X509Match | None = None
 
     @property
     def spec(self) -> EnrollmentSpec:
@@ -122,6 +128,26 @@ def check_device_token(
     return token
 
 
+def check_device_credential(
+    credential: Credential | None,
+    id_scope: str,
+    registration_id: str,
+    now: datetime,
+    skew_seconds: int,
+) -> SasToken | X509Credential:
+    """A SAS token (form, `sr`, expiry) or a TLS client chain (leaf CN and validity), checked
+    as far as no store is needed. Raises 401."""
+    if isinstance(credential, X509Credential) and credential.chain:
+        try:
+            check_leaf(credential.chain, registration_id, now)
+        except ChainRejected as rejected:
+            raise refuse(
+                rejected.reason, id_scope=id_scope, registration_id=registration_id
+            ) from None
+        return credential
+    return check_device_token(credential, id_scope, registration_id, now.timestamp(), skew_seconds)
+
+
 def normalise_id_scope(id_scope: str) -> str:
     """ID scopes are `0ne` + upper-case hex; devices sometimes type them in another case."""
     if len(id_scope) == ID_SCOPE_LENGTH:
@@ -153,7 +179,9 @@ class EnrollmentLookup:
 
     def __init__(self, store: Store, clock: Clock, settings: EngineSettings) -> None:
         self._store = store
+        self._clock = clock
         ttl = settings.cache_ttl_seconds
+        self._x509 = X509Lookup(store, clock, ttl)
         self._instances: TtlCache[str, Instance | None] = TtlCache(clock, ttl)
         self._hubs: TtlCache[str, tuple[LinkedHub, ...]] = TtlCache(clock, ttl)
         self._groups: TtlCache[str, tuple[EnrollmentGroup, ...]] = TtlCache(clock, ttl)
@@ -164,6 +192,7 @@ class EnrollmentLookup:
         self._instances.invalidate()
         self._hubs.invalidate(instance_id)
         self._groups.invalidate(instance_id)
+        self._x509.invalidate(instance_id)
 
     async def instance(self, id_scope: str) -> Instance | None:
         scope = normalise_id_scope(id_scope)
@@ -185,9 +214,16 @@ class EnrollmentLookup:
         return hubs
 
     async def attest(
-        self, instance: Instance, registration_id: str, token: SasToken, hint_group_id: str | None
+        self,
+        instance: Instance,
+        registration_id: str,
+        token: SasToken | X509Credential,
+        hint_group_id: str | None,
     ) -> AttestedDevice:
-        """The enrollment this token proves membership of. Raises DpsError(401) otherwise."""
+        """The enrollment this token or chain proves membership of. Raises DpsError(401)
+        otherwise. A token never matches an X.509 enrollment, a chain never a symmetric one."""
+        if isinstance(token, X509Credential):
+            return await self._attest_x509(instance, registration_id, token)
         individual = await self._store.get_individual_enrollment(instance.id, registration_id)
         if individual is not None:
             keys = _symmetric_keys(individual.spec)
@@ -206,6 +242,19 @@ class EnrollmentLookup:
                 registration_id=registration_id,
             )
         return device
+
+    async def _attest_x509(
+        self, instance: Instance, registration_id: str, credential: X509Credential
+    ) -> AttestedDevice:
+        try:
+            match = await self._x509.match(
+                instance.id, registration_id, credential.chain, self._clock.now()
+            )
+        except ChainRejected as rejected:
+            raise refuse(
+                rejected.reason, id_scope=instance.id_scope, registration_id=registration_id
+            ) from None
+        return AttestedDevice(instance, registration_id, match.enrollment, x509=match)
 
     async def _attest_in_group(
         self, instance: Instance, registration_id: str, token: SasToken, hint_group_id: str | None

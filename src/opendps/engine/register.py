@@ -18,19 +18,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from opendps.allocation.geo_latency import LatencyTable
 from opendps.allocation.select import (
     CustomAllocation,
-    CustomAllocationRequest,
     CustomAllocator,
-    candidate_hubs,
-    enrollment_hub_names,
-    select_hub,
 )
 from opendps.attestation.sas import SasToken
+from opendps.attestation.x509 import certificate_info
+from opendps.engine.allocate import (
+    choose_hub,
+    custom_allocation_request,
+    effective_policy,
+)
 from opendps.engine.api import (
     Credential,
     DeviceStatusRequest,
@@ -39,6 +41,7 @@ from opendps.engine.api import (
     OperationStatusRequest,
     RegisterRequest,
     RegistrationResult,
+    X509Credential,
 )
 from opendps.engine.assign import AssignmentJob, prepare_assignment, run_assignment
 from opendps.engine.locks import KeyedLocks
@@ -46,11 +49,11 @@ from opendps.engine.lookup import (
     AttestationRefused,
     AttestedDevice,
     EnrollmentLookup,
-    check_device_token,
+    check_device_credential,
     refuse,
 )
 from opendps.engine.ports import Clock, EngineMetrics, IdGenerator, Spawn, UncountedMetrics
-from opendps.engine.reprovision import current_hub, needs_allocation
+from opendps.engine.reprovision import needs_allocation
 from opendps.engine.status import operation_outcome, to_result
 from opendps.engine.throttle import SlidingWindowLimiter, TokenBucketLimiter
 from opendps.hubs.interface import HubConnectors, HubError
@@ -160,15 +163,15 @@ class ProvisioningEngine:
                     RegistrationStatus.ASSIGNING,
                     retry_after=self._settings.retry_after_seconds,
                 )
-            return await self._provision(device, previous, request.payload)
+            return _with_x509(await self._provision(device, previous, request.payload), device)
 
     async def _open(
         self, id_scope: str, registration_id: str, credential: Credential | None
-    ) -> tuple[Instance, SasToken]:
+    ) -> tuple[Instance, SasToken | X509Credential]:
         """Check what needs no store first (so garbage costs no reads), then the ID scope."""
-        now = self._clock.now().timestamp()
+        now = self._clock.now()
         skew = self._settings.sas_clock_skew_seconds
-        token = check_device_token(credential, id_scope, registration_id, now, skew)
+        token = check_device_credential(credential, id_scope, registration_id, now, skew)
         instance = await self._lookup.instance(id_scope)
         if instance is None:
             raise refuse("unknown ID scope", id_scope=id_scope, registration_id=registration_id)
@@ -182,7 +185,7 @@ class ProvisioningEngine:
             return await self._conclude(
                 device, previous, _kept(previous, RegistrationStatus.DISABLED)
             )
-        policy = spec.allocation_policy or device.instance.allocation_policy
+        policy = effective_policy(device.enrollment, device.instance)
         if policy is AllocationPolicy.CUSTOM and needs_allocation(
             previous, spec.reprovision_policy
         ):
@@ -226,19 +229,9 @@ class ProvisioningEngine:
         policy: AllocationPolicy,
     ) -> LinkedHub:
         """The allocated hub, or the current one when the reprovision policy keeps it."""
-        if needs_allocation(previous, device.spec.reprovision_policy):
-            return select_hub(
-                policy,
-                linked,
-                device.registration_id,
-                enrollment_hubs=enrollment_hub_names(device.spec),
-                latency=self._latency,
-            )
-        name = current_hub(previous) or ""
-        hub = next((h for h in linked if h.host_name.lower() == name.lower()), None)
-        if hub is None:
-            raise DpsError(NO_HUB, f"No IoT hub could be assigned: {name} is no longer linked.")
-        return hub
+        return choose_hub(
+            device.enrollment, device.registration_id, previous, linked, policy, self._latency
+        )
 
     async def _assign(self, job: AssignmentJob, previous: RegistrationState | None) -> _Outcome:
         try:
@@ -348,26 +341,19 @@ class ProvisioningEngine:
         linked: Sequence[LinkedHub],
         payload: JsonValue,
     ) -> CustomAllocation:
-        definition = device.spec.custom_allocation or device.instance.custom_allocation
-        if definition is None:
-            raise DpsError(CUSTOM_ALLOCATION_FAILED, "Custom allocation has no webhook configured.")
+        request = custom_allocation_request(
+            device.enrollment,
+            device.instance,
+            device.registration_id,
+            device.attestation_type,
+            previous,
+            linked,
+            payload,
+        )
         if self._custom is None:
             raise DpsError(
                 CUSTOM_ALLOCATION_FAILED, "Custom allocation is not enabled on this server."
             )
-        candidates = candidate_hubs(linked, enrollment_hub_names(device.spec))
-        if not candidates:
-            raise DpsError(NO_HUB, "No IoT hub could be assigned: no linked hub is a candidate.")
-        request = CustomAllocationRequest(
-            definition=definition,
-            enrollment=device.enrollment,
-            registration_id=device.registration_id,
-            attestation_type=device.attestation_type,
-            payload=payload,
-            candidates=tuple(candidates),
-            current_hub=current_hub(previous),
-            current_device_id=previous.device_id if previous is not None else None,
-        )
         try:
             # The allocator bounds its own call; this is the engine's guarantee of an end.
             async with asyncio.timeout(self._settings.hub_timeout_seconds):
@@ -452,13 +438,14 @@ class ProvisioningEngine:
 
     async def operation_status(self, request: OperationStatusRequest) -> OperationStatus:
         registration_id = parse_registration_id(request.registration_id)
-        instance, state, key = await self._authenticate_poll(
+        device, state, key = await self._authenticate_poll(
             request.id_scope, registration_id, request.credential
         )
+        instance = device.instance
         operation = await self._store.get_operation(instance.id, request.operation_id)
         if operation is None or operation.registration_id.lower() != registration_id.lower():
             raise DpsError(OPERATION_NOT_FOUND, "No such operation for this device.")
-        return operation_outcome(
+        outcome = operation_outcome(
             operation,
             state,
             now=self._clock.now(),
@@ -466,32 +453,52 @@ class ProvisioningEngine:
             assigning_deadline_seconds=self._settings.assigning_deadline_seconds,
             retry_after=self._settings.retry_after_seconds,
         )
+        return _with_x509(outcome, device)
 
     async def registration_status(self, request: DeviceStatusRequest) -> RegistrationResult:
         registration_id = _checked_ids(request.registration_id, request.body_registration_id)
-        _, state, _ = await self._authenticate_poll(
+        device, state, _ = await self._authenticate_poll(
             request.id_scope, registration_id, request.credential
         )
         if state is None:
             raise DpsError(REGISTRATION_NOT_FOUND, "The device has not registered.")
-        return to_result(state)
+        return _x509_result(to_result(state), device)
 
     async def _authenticate_poll(
         self, id_scope: str, registration_id: str, credential: Credential | None
-    ) -> tuple[Instance, RegistrationState | None, tuple[str, str]]:
+    ) -> tuple[AttestedDevice, RegistrationState | None, tuple[str, str]]:
         """Authenticate like a registration, then count the poll against the device's limit
         (only authenticated polls count, so nobody can use up another device's allowance)."""
         try:
             instance, token = await self._open(id_scope, registration_id, credential)
             state = await self._store.get_registration_state(instance.id, registration_id)
             hint = state.enrollment_group_id if state is not None else None
-            await self._lookup.attest(instance, registration_id, token, hint)
+            device = await self._lookup.attest(instance, registration_id, token, hint)
         except AttestationRefused as refused:
             self._metrics.count_attestation_failure(refused.reason)
             raise
         key = (instance.id, registration_key(registration_id))
         self._polls.check(key, "status requests")
-        return instance, state, key
+        return device, state, key
+
+
+def _with_x509(status: OperationStatus, device: AttestedDevice) -> OperationStatus:
+    """Add the X.509 sub-result (protocol.md §1.4) to a status that carries a registration."""
+    if status.registration is None or device.x509 is None:
+        return status
+    return replace(status, registration=_x509_result(status.registration, device))
+
+
+def _x509_result(result: RegistrationResult, device: AttestedDevice) -> RegistrationResult:
+    match = device.x509
+    if match is None or result.status is RegistrationStatus.ASSIGNING:
+        return result
+    signing = match.signing_certificate
+    return replace(
+        result,
+        certificate_info=certificate_info(match.leaf),
+        signing_certificate_info=certificate_info(signing) if signing is not None else None,
+    )
 
 
 def _checked_ids(path_id: str, body_id: str | None) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from opendps.allocation.geo_latency import LatencyTable
+from opendps.allocation.select import CustomAllocator
 from opendps.engine.ports import Clock, IdGenerator
 from opendps.store.interface import Store
 
@@ -47,3 +49,8 @@ class ServiceContext:
     # Called with the instance id (None: deployment-wide) after every administrative change;
     # the provisioning engine registers its cache invalidation here.
     change_listeners: list[Callable[[str | None], None]] = field(default_factory=list)
+    # The engine's custom-allocation webhook client (app.wiring), for the dry-run call made
+    # when a webhook is saved and by `allocation explain`; None: custom allocation is off.
+    custom_allocator: CustomAllocator | None = None
+    # The engine's geoLatency table, so `allocation explain` decides as the engine does.
+    allocation_latency: LatencyTable = field(default_factory=LatencyTable)

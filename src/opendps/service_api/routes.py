@@ -19,6 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from opendps.model.errors import BODY_TOO_LARGE, DpsError
+from opendps.model.hub import AllocationPolicy
 from opendps.model.ids import registration_key
 from opendps.model.instance import Right
 from opendps.service_api import enrollments, groups, registrations, schemas
@@ -35,6 +36,11 @@ from opendps.service_api.query import (
     PageRequest,
     QueryPage,
     parse_page_request,
+)
+from opendps.service_api.webhook_check import (
+    WARNING_HEADER,
+    enrollment_webhook_warning,
+    header_value,
 )
 
 __all__ = ["add_service_routes"]
@@ -111,7 +117,15 @@ class _ServiceRoutes:
         result = await enrollments.put_enrollment(
             self.ctx, caller, _id(request), wire, if_match=request.headers.get(IF_MATCH_HEADER)
         )
-        return _json(result)
+        response = _json(result)
+        if result.allocation_policy is AllocationPolicy.CUSTOM:
+            stored = await self.ctx.store.get_individual_enrollment(
+                caller.instance.id, result.registration_id
+            )
+            if stored is not None:
+                warning = await enrollment_webhook_warning(self.ctx, caller.instance, stored)
+                _warn(response, warning)
+        return response
 
     async def enrollment_get(self, request: web.Request) -> web.Response:
         caller = await self._caller(request, Right.ENROLLMENT_READ)
@@ -147,7 +161,15 @@ class _ServiceRoutes:
         result = await groups.put_group(
             self.ctx, caller, _id(request), wire, if_match=request.headers.get(IF_MATCH_HEADER)
         )
-        return _json(result)
+        response = _json(result)
+        if result.allocation_policy is AllocationPolicy.CUSTOM:
+            stored = await self.ctx.store.get_enrollment_group(
+                caller.instance.id, result.enrollment_group_id
+            )
+            if stored is not None:
+                warning = await enrollment_webhook_warning(self.ctx, caller.instance, stored)
+                _warn(response, warning)
+        return response
 
     async def group_get(self, request: web.Request) -> web.Response:
         caller = await self._caller(request, Right.ENROLLMENT_READ)
@@ -241,6 +263,13 @@ class _ServiceRoutes:
 
 def _id(request: web.Request) -> str:
     return request.match_info["id"]
+
+
+def _warn(response: web.Response, warning: str | None) -> None:
+    # A header, not a body field: Azure's clients ignore unknown headers, and the body must
+    # stay exactly Azure's shape (service_api/webhook_check.py).
+    if warning is not None:
+        response.headers[WARNING_HEADER] = header_value(warning)
 
 
 def _json(model: BaseModel) -> web.Response:

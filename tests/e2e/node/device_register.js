@@ -46,6 +46,9 @@ client.register((err, result) => {
       message: err.message,
       statusCode: response ? response.statusCode : undefined,
       body: body || (err.result ? err.result : undefined),
+      // AMQP: a rejected request comes back as the AMQP error itself (condition, description).
+      condition: err.condition || (err.amqpError && err.amqpError.condition),
+      description: err.description || (err.amqpError && err.amqpError.description),
     }));
     process.exit(0);
   }

@@ -49,7 +49,13 @@ def client_ssl_context(ca_file: Path | str) -> ssl.SSLContext:
 
 
 def settings_for(data_dir: Path, **flags: Any) -> Settings:
-    given: dict[str, Any] = {"data_dir": data_dir, "https_port": 0, "bind": "127.0.0.1"}
+    given: dict[str, Any] = {
+        "data_dir": data_dir,
+        "https_port": 0,
+        "mqtt_port": 0,
+        "amqp_port": 0,
+        "bind": "127.0.0.1",
+    }
     given.update(flags)
     defaults = given.pop("defaults", None)
     return load_settings(given, {}, defaults=defaults)
@@ -144,6 +150,10 @@ def start_process(tmp_path: Path, data_dir: Path, *args: str) -> ServerProcess:
         "--bind",
         "127.0.0.1",
     ]
+    # Never the standard device ports: a port the test does not choose is an ephemeral one.
+    for flag in ("--mqtt-port", "--amqp-port"):
+        if flag not in args:
+            command += [flag, "0"]
     env = {key: value for key, value in os.environ.items() if not key.startswith("OPENDPS_")}
     with log_file.open("wb") as log:
         process = subprocess.Popen([*command, *args], stdout=log, stderr=subprocess.STDOUT, env=env)

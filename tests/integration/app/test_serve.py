@@ -212,15 +212,17 @@ def test_status_json_matches_the_running_server_and_a_restart_reuses_it(
     tmp_path: Path, server_processes: list[ServerProcess]
 ) -> None:
     data_dir = tmp_path / "data"
-    port = free_port()
-    server = start_process(tmp_path, data_dir, "--https-port", str(port))
+    port, mqtt_port, amqp_port = free_port(), free_port(), free_port()
+    ports = ("--https-port", str(port), "--mqtt-port", str(mqtt_port))
+    ports += ("--amqp-port", str(amqp_port))
+    server = start_process(tmp_path, data_dir, *ports)
     server_processes.append(server)
     status = _wait_healthy(server)
     assert set(status) == STATUS_KEYS
     assert status["endpoints"] == {
         "https": f"https://localhost:{port}",
-        "mqtt": "mqtts://localhost:8883",
-        "amqp": "amqps://localhost:5671",
+        "mqtt": f"mqtts://localhost:{mqtt_port}",
+        "amqp": f"amqps://localhost:{amqp_port}",
     }
     assert status["caCertificate"] == str(data_dir / "ca.pem")
     assert status["dataDir"] == str(data_dir)
@@ -229,7 +231,7 @@ def test_status_json_matches_the_running_server_and_a_restart_reuses_it(
     assert server.terminate() == 0, server.log()
     assert not (data_dir / "state.json").exists()
 
-    again = start_process(tmp_path, data_dir, "--https-port", str(port))
+    again = start_process(tmp_path, data_dir, *ports)
     server_processes.append(again)
     assert _wait_healthy(again) == status
     assert again.terminate() == 0, again.log()

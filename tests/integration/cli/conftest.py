@@ -66,7 +66,14 @@ class ThreadedServer:
 
     async def _serve(self) -> None:
         settings = load_settings(
-            {"data_dir": self.data_dir, "https_port": 0, "bind": "127.0.0.1"}, {}
+            {
+                "data_dir": self.data_dir,
+                "https_port": 0,
+                "mqtt_port": 0,
+                "amqp_port": 0,
+                "bind": "127.0.0.1",
+            },
+            {},
         )
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()

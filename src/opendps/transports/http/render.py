@@ -8,55 +8,27 @@ contains `application/json`) and carries `x-ms-request-id`; `assigning` answers 
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from opendps.engine.api import OperationStatus, RegistrationResult
-from opendps.model.enrollment import AttestationType
 from opendps.model.errors import DpsError, error_body, format_utc
+from opendps.transports.bodies import encode_json, operation_body, registration_state_body
+
+# Re-exported: the body builders moved to transports/bodies.py, shared with MQTT and AMQP.
+__all__ = [
+    "JSON_CONTENT_TYPE",
+    "json_response",
+    "operation_body",
+    "registration_state_body",
+    "render_error",
+    "render_operation",
+    "render_registration",
+]
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
-
-
-def registration_state_body(result: RegistrationResult) -> dict[str, Any]:
-    """`DeviceRegistrationResult`, keys in Azure's order; absent values are left out."""
-    body: dict[str, Any] = {}
-    group = {"enrollmentGroupId": result.enrollment_group_id} if result.enrollment_group_id else {}
-    if result.attestation_type is AttestationType.SYMMETRIC_KEY:
-        body["symmetricKey"] = group
-    elif result.attestation_type is AttestationType.X509:
-        body["x509"] = group
-    body["registrationId"] = result.registration_id
-    if result.created_at is not None:
-        body["createdDateTimeUtc"] = format_utc(result.created_at)
-    if result.assigned_hub is not None:
-        body["assignedHub"] = result.assigned_hub
-    if result.device_id is not None:
-        body["deviceId"] = result.device_id
-    body["status"] = str(result.status)
-    if result.substatus is not None:
-        body["substatus"] = str(result.substatus)
-    if result.error_code is not None:
-        body["errorCode"] = result.error_code
-        body["errorMessage"] = result.error_message or ""
-    if result.updated_at is not None:
-        body["lastUpdatedDateTimeUtc"] = format_utc(result.updated_at)
-    if result.etag is not None:
-        body["etag"] = result.etag
-    if result.payload is not None:
-        body["payload"] = result.payload
-    return body
-
-
-def operation_body(status: OperationStatus) -> dict[str, Any]:
-    """`RegistrationOperationStatus`."""
-    body: dict[str, Any] = {"operationId": status.operation_id, "status": str(status.status)}
-    if status.registration is not None:
-        body["registrationState"] = registration_state_body(status.registration)
-    return body
 
 
 def json_response(
@@ -68,7 +40,7 @@ def json_response(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     response = web.Response(
-        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+        body=encode_json(body),
         status=status,
         headers={
             "Content-Type": JSON_CONTENT_TYPE,

@@ -9,11 +9,9 @@ without colliding. Literal segments match in any case (§1.1).
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -23,9 +21,12 @@ from opendps.engine.api import (
     OperationStatusRequest,
     RegisterRequest,
     SasCredential,
+    X509Credential,
 )
-from opendps.model.errors import BAD_REQUEST, BODY_TOO_LARGE, INTERNAL_ERROR, INVALID_BODY, DpsError
+from opendps.model.errors import BODY_TOO_LARGE, INTERNAL_ERROR, DpsError
 from opendps.observability.logging import log_event, request_id
+from opendps.tls.server import EXTRA_PEER_CHAIN
+from opendps.transports.bodies import parse_device_registration
 from opendps.transports.http.render import render_error, render_operation, render_registration
 
 logger = logging.getLogger(__name__)
@@ -66,14 +67,14 @@ class _DeviceHandlers:
 
     async def register(self, request: web.Request) -> web.StreamResponse:
         async def call() -> web.StreamResponse:
-            body = await _read_json_object(request, self._max_body)
+            body = parse_device_registration(await _read_body(request, self._max_body))
             result = await self._engine.register(
                 RegisterRequest(
                     id_scope=request.match_info["id_scope"],
                     registration_id=request.match_info["registration_id"],
                     credential=_credential(request),
-                    payload=body.get("payload"),
-                    body_registration_id=_body_registration_id(body),
+                    payload=body.payload,
+                    body_registration_id=body.registration_id,
                 )
             )
             return render_operation(result, request_id=_current_request_id())
@@ -97,13 +98,13 @@ class _DeviceHandlers:
 
     async def registration_status(self, request: web.Request) -> web.StreamResponse:
         async def call() -> web.StreamResponse:
-            body = await _read_json_object(request, self._max_body)
+            body = parse_device_registration(await _read_body(request, self._max_body))
             result = await self._engine.registration_status(
                 DeviceStatusRequest(
                     id_scope=request.match_info["id_scope"],
                     registration_id=request.match_info["registration_id"],
                     credential=_credential(request),
-                    body_registration_id=_body_registration_id(body),
+                    body_registration_id=body.registration_id,
                 )
             )
             return render_registration(result, request_id=_current_request_id())
@@ -149,9 +150,15 @@ def _current_request_id() -> str:
     return request_id.get() or str(uuid.uuid4())
 
 
-def _credential(request: web.Request) -> SasCredential | None:
+def _credential(request: web.Request) -> SasCredential | X509Credential | None:
+    """The `Authorization` header (symmetric key, TPM), else the TLS client chain (X.509
+    devices send no SAS, protocol.md §1.2); None when there is neither."""
     header = request.headers.get("Authorization")
-    return SasCredential(header) if header else None
+    if header:
+        return SasCredential(header)
+    transport = request.transport
+    chain = transport.get_extra_info(EXTRA_PEER_CHAIN) if transport is not None else None
+    return X509Credential(tuple(chain)) if chain else None
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -166,24 +173,3 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
             raise DpsError(BODY_TOO_LARGE, f"Request body is larger than {limit} bytes.")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def _read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
-    """A `DeviceRegistration` body as a dict; an empty body counts as `{}`."""
-    raw = await _read_body(request, limit)
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:  # also UnicodeDecodeError
-        raise DpsError(BAD_REQUEST, "Request body is not JSON.") from None
-    if not isinstance(body, dict):
-        raise DpsError(INVALID_BODY, "Request body must be a JSON object (DeviceRegistration).")
-    return body
-
-
-def _body_registration_id(body: dict[str, Any]) -> str | None:
-    value = body.get("registrationId")
-    if value is not None and not isinstance(value, str):
-        raise DpsError(INVALID_BODY, "registrationId must be a string.")
-    return value
