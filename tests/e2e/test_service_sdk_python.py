@@ -224,3 +224,43 @@ def test_python_client_with_an_explicit_port_in_the_host_name_is_accepted(
     )
     assert isinstance(list(dps.enrollment.query(query_specification={"query": "*"}, top=1)), list)
     dps.close()
+
+
+def test_legacy_python_client_manages_x509_groups_and_detects_stale_etags(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provisioningserviceclient import (  # type: ignore[import-untyped]
+        ProvisioningServiceClient,
+        ProvisioningServiceError,
+    )
+    from provisioningserviceclient.models import (  # type: ignore[import-untyped]
+        AttestationMechanism,
+        EnrollmentGroup,
+        IndividualEnrollment,
+    )
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", server.ca_file)
+    client = ProvisioningServiceClient.create_from_connection_string(server.connection_string)
+    ca = issue("OpenDPS legacy e2e CA", is_ca=True)
+    gid = f"legacy-{server.backend}-group"
+    group = client.create_or_update(
+        EnrollmentGroup.create(gid, AttestationMechanism.create_with_x509_signing_certs(ca.pem))
+    )
+    assert group.enrollment_group_id == gid and group.etag
+    assert client.get_enrollment_group(gid).enrollment_group_id == gid
+    client.delete(group)
+
+    rid = f"legacy-{server.backend}-x509"
+    device = issue(rid)
+    created = client.create_or_update(
+        IndividualEnrollment.create(
+            rid, AttestationMechanism.create_with_x509_client_certs(device.pem)
+        )
+    )
+    created.provisioning_status = "disabled"
+    updated = client.create_or_update(created)  # sends If-Match: the etag it read
+    assert updated.provisioning_status == "disabled" and updated.etag != created.etag
+    with pytest.raises(ProvisioningServiceError) as stale:
+        client.create_or_update(created)  # still carries the old etag
+    assert "412" in str(stale.value)
+    client.delete(updated)

@@ -77,9 +77,7 @@ def test_a_disabled_group_is_reported_and_exits_1(cli: Cli) -> None:
     assert json.loads(result.stdout)["status"] == "disabled"
 
 
-def test_a_certificate_device_presents_its_chain_and_is_refused_until_x509_attestation(
-    cli: Cli, tmp_path: Path
-) -> None:
+def test_an_unenrolled_certificate_device_is_refused_with_401(cli: Cli, tmp_path: Path) -> None:
     pki = build_test_pki(tmp_path)
     certificate, key = pki.client_files(pki.device, "device")
     result = cli.run(
@@ -91,6 +89,22 @@ def test_a_certificate_device_presents_its_chain_and_is_refused_until_x509_attes
     # The TLS handshake carried the chain (a missing client certificate would fail the same
     # way, which the simulator's own tests tell apart); the server answered with a DPS body.
     assert body["errorCode"] == 401002
+
+
+def test_an_enrolled_certificate_device_registers_over_every_transport(
+    cli: Cli, tmp_path: Path
+) -> None:
+    cli.ok("cert", "create-device", "--registration-id", "cert-dev", "--out", str(tmp_path))
+    cli.ok("enrollment", "create", "cert-dev", "--certificate", str(tmp_path / "cert-dev.pem"))
+    for transport in ("https", "mqtt", "mqtt-ws", "amqp", "amqp-ws"):
+        result = cli.json(
+            "device", "register", "--registration-id", "cert-dev", "--transport", transport,
+            "--certificate", str(tmp_path / "cert-dev-chain.pem"),
+            "--key", str(tmp_path / "cert-dev.key"),
+        )  # fmt: skip
+        assert result["status"] == "assigned", transport
+        subject = result["registrationState"]["x509"]["certificateInfo"]["subjectName"]
+        assert "CN=cert-dev" in subject
 
 
 def test_device_register_refuses_conflicting_credentials(cli: Cli) -> None:
