@@ -305,8 +305,14 @@ async def _drain(app: App, runner: web.AppRunner, servers: list[TlsServer]) -> N
     # Connections keep reading while requests finish (a body may still be arriving); each
     # response now closes its connection.
     app.requests.draining = True
+    deadline = asyncio.get_running_loop().time() + timeout
     if not await app.requests.wait_idle(timeout):
         log_event(logger, logging.WARNING, "server.drain_timeout", in_flight=app.requests.active)
+    # MQTT and AMQP requests, and registrations waiting on a webhook, run as spawned tasks:
+    # let them commit and answer within the same budget, while their connections are open.
+    remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+    if not await tasks.wait_pending(remaining):
+        log_event(logger, logging.WARNING, "server.drain_timeout", tasks=len(tasks.pending()))
     # Now aiohttp closes the idle connections and cancels what is still running.
     await runner.cleanup()
     for server in servers:

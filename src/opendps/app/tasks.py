@@ -59,6 +59,24 @@ def pending() -> list[asyncio.Task[Any]]:
     return [task for task in _running if task.get_loop() is loop and not task.done()]
 
 
+async def wait_pending(timeout_seconds: float) -> bool:
+    """Wait until the running loop's spawned tasks (but not the caller's own) have finished,
+    including any spawned meanwhile; False if `timeout_seconds` passed first.
+
+    Used at shutdown so that registrations already under way (MQTT and AMQP requests, webhook
+    allocations) commit and answer before their connections close.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_seconds
+    current = asyncio.current_task()
+    while waiting := [task for task in pending() if task is not current]:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return False
+        await asyncio.wait(waiting, timeout=remaining)
+    return True
+
+
 async def cancel_pending(grace_seconds: float) -> None:
     """Cancel the running loop's spawned tasks (but not the caller's own) and wait up to
     `grace_seconds` for them to end."""

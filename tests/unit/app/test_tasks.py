@@ -50,3 +50,28 @@ async def test_cancel_pending_ends_running_tasks() -> None:
     await tasks.cancel_pending(grace_seconds=1)
     assert task.cancelled()
     assert tasks.pending() == []
+
+
+async def test_wait_pending_lets_spawned_work_finish_including_work_it_spawns() -> None:
+    done: list[str] = []
+
+    async def second() -> None:
+        await asyncio.sleep(0.02)
+        done.append("second")
+
+    async def first() -> None:
+        await asyncio.sleep(0.02)
+        tasks.spawn(second(), "second")
+        done.append("first")
+
+    tasks.spawn(first(), "first")
+    assert await tasks.wait_pending(timeout_seconds=5) is True
+    assert done == ["first", "second"]
+    assert tasks.pending() == []
+
+
+async def test_wait_pending_gives_up_at_its_timeout() -> None:
+    task = tasks.spawn(asyncio.Event().wait(), "forever")
+    assert await tasks.wait_pending(timeout_seconds=0.05) is False
+    assert not task.done()
+    await tasks.cancel_pending(grace_seconds=1)
