@@ -1,8 +1,10 @@
-"""X.509 device registration over MQTT (TLS 8883) and MQTT over WebSockets (443) with the
-unmodified official clients: Python `azure-iot-device` 2.14.0 (`X509(cert_file, key_file)`,
-`websockets=False/True`) and Node `azure-iot-security-x509` with `Mqtt` / `MqttWs`. The cert
-file holds the leaf then the intermediates; the TLS client chain is the only credential (the
-MQTT CONNECT has a username and no password, protocol.md §3, §5)."""
+"""X.509 device registration over the stream transports with the unmodified official clients:
+MQTT (TLS 8883) and MQTT over WebSockets (443) with Python `azure-iot-device` 2.14.0
+(`X509(cert_file, key_file)`, `websockets=False/True`) and Node `azure-iot-security-x509` with
+`Mqtt` / `MqttWs`; AMQP (TLS 5671) and AMQP over WebSockets (443) with Node `Amqp` / `AmqpWs`.
+The cert file holds the leaf then the intermediates; the TLS client chain is the only credential
+(no MQTT password, no AMQP SASL layer: protocol.md §3, §4, §5). The HTTPS flavour, with deeper
+checks of the result's `x509` fields, is test_device_x509_node.py."""
 
 from __future__ import annotations
 
@@ -25,7 +27,14 @@ pytestmark = pytest.mark.e2e
 
 BUILTIN_HUB = "default.builtin-hub.localhost"
 PYTHON_SCRIPT = Path(__file__).parent / "python_device_register_x509.py"
-CLIENTS = [("python", "mqtt"), ("python", "ws"), ("node", "mqtt"), ("node", "mqttws")]
+CLIENTS = [
+    ("python", "mqtt"),
+    ("python", "ws"),
+    ("node", "mqtt"),
+    ("node", "mqttws"),
+    ("node", "amqp"),
+    ("node", "amqpws"),
+]
 CLIENT_IDS = [f"{c}-{t}" for c, t in CLIENTS]
 
 
@@ -85,12 +94,17 @@ def assert_refused_with_401(flavour: tuple[str, str], result: dict[str, Any]) ->
         # Python raises ClientError caused by its pipeline's ServiceError naming the status.
         assert result["error"] == "ClientError" and result["cause"] == "ServiceError", result
         assert "status code 401" in result["causeMessage"], result
+    elif flavour[1].startswith("amqp"):
+        # Node hands back the AMQP error of the rejected register delivery: condition
+        # `amqp:unauthorized-access`, description = the DPS error JSON.
+        assert result["condition"] == "amqp:unauthorized-access", result
+        assert json.loads(result["description"])["errorCode"] == 401002
     else:
         assert result["error"] == "UnauthorizedError", result
 
 
 def name(server: RunningServer, flavour: tuple[str, str], what: str) -> str:
-    return f"mx-{server.backend}-{flavour[0]}-{flavour[1]}-{what}"
+    return f"sx-{server.backend}-{flavour[0]}-{flavour[1]}-{what}"
 
 
 def test_self_signed_individual_registers(
