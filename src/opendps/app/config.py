@@ -28,6 +28,7 @@ from opendps.engine.api import (
     DEFAULT_INSTANCE_REGISTRATIONS_PER_SECOND,
     DEFAULT_POLL_LIMIT,
     DEFAULT_POLL_WINDOW_SECONDS,
+    DEFAULT_TPM_CHALLENGE_TTL_SECONDS,
 )
 from opendps.service_api.context import DEFAULT_MAX_BODY_BYTES
 
@@ -204,6 +205,15 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "workers",
+        Kind.INT,
+        1,
+        "Server processes sharing every port (SO_REUSEPORT; Linux and macOS), to use more "
+        "than one CPU core. Caches, rate limits and /metrics are per worker; use PostgreSQL "
+        "with several workers (see operations.md).",
+        minimum=1,
+    ),
+    Setting(
         "instance_registration_rate",
         Kind.INT,
         int(DEFAULT_INSTANCE_REGISTRATIONS_PER_SECOND),
@@ -217,6 +227,14 @@ SETTINGS: tuple[Setting, ...] = (
         DEFAULT_POLL_LIMIT,
         f"Status requests one device may make per {int(DEFAULT_POLL_WINDOW_SECONDS)} s (Azure: 5); "
         "more get 429 with retry-after.",
+        minimum=1,
+    ),
+    Setting(
+        "tpm_challenge_ttl",
+        Kind.SECONDS,
+        DEFAULT_TPM_CHALLENGE_TTL_SECONDS,
+        "Seconds a TPM device may take from its challenge to the end of its registration, "
+        "polls included; after that its token is refused (401) and it starts over.",
         minimum=1,
     ),
     Setting(
@@ -322,8 +340,10 @@ class Settings:
     handshake_timeout: float
     max_connections: int
     shutdown_timeout: float
+    workers: int = 1
     instance_registration_rate: int = int(DEFAULT_INSTANCE_REGISTRATIONS_PER_SECOND)
     device_poll_limit: int = DEFAULT_POLL_LIMIT
+    tpm_challenge_ttl: float = DEFAULT_TPM_CHALLENGE_TTL_SECONDS
     webhook_timeout: float = DEFAULT_WEBHOOK_TIMEOUT_SECONDS
     webhook_tls_verify: str = "on"
     region: str | None = None

@@ -7,6 +7,10 @@ Lifecycle:
 3. state.json is written and the operator callback prints the banner.
 4. SIGTERM or SIGINT: stop accepting, let in-flight requests finish within
    `--shutdown-timeout`, close the store, remove state.json, exit 0.
+
+With `--workers N` (N > 1) app.workers supervises N such processes instead: it chooses the
+ports, and each worker runs `run` with `shared_ports`, binding exactly those ports with
+SO_REUSEPORT and leaving state.json to the supervisor.
 """
 
 from __future__ import annotations
@@ -76,6 +80,15 @@ class BoundPort(Generic[ListenerT]):
     port: int
     # The prominent message shown when the port fell back, else None.
     fallback: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerPorts:
+    """The ports chosen for every listener (by the supervisor of several workers)."""
+
+    https: int
+    mqtt: int
+    amqp: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +183,9 @@ def tls_limits(settings: Settings) -> TlsLimits:
     )
 
 
-async def _start_https(app: App, runner: web.AppRunner, port: int) -> TlsServer:
+async def _start_https(
+    app: App, runner: web.AppRunner, port: int, *, reuse_port: bool = False
+) -> TlsServer:
     # aiohttp's low-level server is the protocol factory that runs on each TLS connection.
     assert runner.server is not None, "runner.setup() comes first"
     return await start_tls_server(
@@ -179,28 +194,31 @@ async def _start_https(app: App, runner: web.AppRunner, port: int) -> TlsServer:
         port=port,
         context=app.tls_context,
         limits=tls_limits(app.settings),
+        reuse_port=reuse_port,
         on_connection_change=app.connection_counter(HTTPS_LISTENER),
     )
 
 
-async def _start_mqtt(app: App, port: int) -> TlsServer:
+async def _start_mqtt(app: App, port: int, *, reuse_port: bool = False) -> TlsServer:
     return await start_tls_server(
         mqtt_protocol_factory(app.engine, spawn=tasks.spawn, settings=mqtt_settings(app.settings)),
         host=app.settings.bind,
         port=port,
         context=app.tls_context,
         limits=tls_limits(app.settings),
+        reuse_port=reuse_port,
         on_connection_change=app.connection_counter(MQTT_LISTENER),
     )
 
 
-async def _start_amqp(app: App, port: int) -> TlsServer:
+async def _start_amqp(app: App, port: int, *, reuse_port: bool = False) -> TlsServer:
     return await start_tls_server(
         amqp_protocol_factory(app.engine, spawn=tasks.spawn, limits=amqp_limits(app.settings)),
         host=app.settings.bind,
         port=port,
         context=app.tls_context,
         limits=tls_limits(app.settings),
+        reuse_port=reuse_port,
         on_connection_change=app.connection_counter(AMQP_LISTENER),
     )
 
@@ -210,13 +228,18 @@ async def run(
     *,
     on_ready: Callable[[RunningServerInfo], None],
     stop: asyncio.Event | None = None,
+    shared_ports: ListenerPorts | None = None,
 ) -> int:
     """Serve `app` until `stop` is set or SIGTERM/SIGINT arrives; return the exit code.
 
-    Raises StartupError when a listener cannot be bound.
+    `shared_ports` makes this one of several workers (app.workers): every listener binds
+    exactly its given port with SO_REUSEPORT (no fallback; the supervisor chose the ports),
+    and state.json is left to the supervisor. Raises StartupError when a listener cannot be
+    bound.
     """
     settings = app.settings
     stop = stop or asyncio.Event()
+    shared = shared_ports is not None
     runner = web.AppRunner(
         app.web_app, handle_signals=False, shutdown_timeout=HANDLER_CANCEL_GRACE_SECONDS
     )
@@ -226,32 +249,37 @@ async def run(
     # Signals are caught from the start, so a SIGTERM during startup also ends in a clean drain.
     with _stop_on_signals(stop):
         try:
+            ports = shared_ports or ListenerPorts(
+                settings.https_port, settings.mqtt_port, settings.amqp_port
+            )
             https = await bind_with_fallback(
                 HTTPS_LISTENER,
-                settings.https_port,
-                explicit=settings.is_explicit("https_port"),
-                start=lambda port: _start_https(app, runner, port),
+                ports.https,
+                explicit=shared or settings.is_explicit("https_port"),
+                start=lambda port: _start_https(app, runner, port, reuse_port=shared),
             )
             servers.append(https.server)
             mqtt = await bind_with_fallback(
                 MQTT_LISTENER,
-                settings.mqtt_port,
-                explicit=settings.is_explicit("mqtt_port"),
-                start=lambda port: _start_mqtt(app, port),
+                ports.mqtt,
+                explicit=shared or settings.is_explicit("mqtt_port"),
+                start=lambda port: _start_mqtt(app, port, reuse_port=shared),
             )
             servers.append(mqtt.server)
             amqp = await bind_with_fallback(
                 AMQP_LISTENER,
-                settings.amqp_port,
-                explicit=settings.is_explicit("amqp_port"),
-                start=lambda port: _start_amqp(app, port),
+                ports.amqp,
+                explicit=shared or settings.is_explicit("amqp_port"),
+                start=lambda port: _start_amqp(app, port, reuse_port=shared),
             )
             servers.append(amqp.server)
             status = status_document(app, https.port, mqtt.port, amqp.port)
-            write_state(
-                settings.data_dir, ServerState(status, os.getpid(), app.data_dir.admin_key_file)
-            )
-            wrote_state = True
+            if not shared:
+                write_state(
+                    settings.data_dir,
+                    ServerState(status, os.getpid(), app.data_dir.admin_key_file),
+                )
+                wrote_state = True
             log_event(
                 logger,
                 logging.INFO,
@@ -334,7 +362,12 @@ async def serve(settings: Settings, *, on_ready: Callable[[RunningServerInfo], N
 
 
 def main(settings: Settings, *, on_ready: Callable[[RunningServerInfo], None]) -> int:
-    """Run `serve` on uvloop (the standard loop on Windows). Raises StartupError."""
+    """Run `serve` on uvloop (the standard loop on Windows), or supervise `settings.workers`
+    worker processes (app.workers). Raises StartupError."""
+    if settings.workers > 1:
+        from opendps.app.workers import supervise  # imports this module: loaded when used
+
+        return supervise(settings, on_ready=on_ready)
     if sys.platform == "win32":
         return asyncio.run(serve(settings, on_ready=on_ready))
     import uvloop

@@ -182,6 +182,7 @@ def build_engine(
     rate = settings.instance_registration_rate
     engine_settings = EngineSettings(
         poll_limit=settings.device_poll_limit,
+        tpm_challenge_ttl_seconds=settings.tpm_challenge_ttl,
         instance_registrations_per_second=float(rate) if rate > 0 else None,
         instance_registration_burst=max(rate, 1),
         node_region=settings.region,

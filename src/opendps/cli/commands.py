@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from opendps.bench.cli import add_bench_command
 from opendps.cli import (
     allocation,
     cert,
@@ -41,3 +42,4 @@ def add_commands(app: typer.Typer) -> None:
     app.add_typer(device.app, name="device")
     add_device_key_command(app)
     add_audit_command(app)
+    add_bench_command(app)

@@ -18,6 +18,7 @@ import typer
 from rich.console import Group, RenderableType
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+from opendps.attestation.tpm import default_registration_id, parse_tpm_public_base64
 from opendps.cli import enrollment_options as opt
 from opendps.cli.client import CliError
 from opendps.cli.enrollment_rows import (
@@ -30,6 +31,7 @@ from opendps.cli.enrollment_rows import (
 from opendps.cli.options import EXIT_FAILURE, Invocation, operator_command
 from opendps.cli.output import details, field, table
 from opendps.cli.warnings import warn_from_response
+from opendps.model.errors import DpsError
 
 app = typer.Typer(help="Individual enrollments (one device each).", no_args_is_help=True)
 
@@ -49,6 +51,14 @@ _COLUMNS = [
 _ROWS = opt.enrollment_rows("Registration ID", "registrationId")
 
 RegistrationId = Annotated[str, typer.Argument(help="Registration ID of the device.")]
+NewRegistrationId = Annotated[
+    str | None,
+    typer.Argument(
+        help="Registration ID of the device. Optional with --endorsement-key: the default is "
+        "the one TPM clients compute from the endorsement key (base32 of its SHA-256).",
+        show_default=False,
+    ),
+]
 DeviceId = Annotated[
     str | None,
     typer.Option(help="Device ID on the hub (default: the registration ID).", show_default=False),
@@ -66,7 +76,7 @@ def _show(invocation: Invocation, enrollment: Any) -> None:
 @operator_command(app, "create")
 def create(
     invocation: Invocation,
-    registration_id: RegistrationId,
+    registration_id: NewRegistrationId = None,
     device_id: DeviceId = None,
     primary_key: opt.PrimaryKey = None,
     secondary_key: opt.SecondaryKey = None,
@@ -84,11 +94,12 @@ def create(
 ) -> None:
     """Create (or replace) an enrollment: symmetric key by default, --certificate for X.509,
     --endorsement-key for TPM. Prints it with its keys."""
+    device = registration_id or _tpm_registration_id(endorsement_key)
     attestation = opt.AttestationOptions(
         primary_key, secondary_key, certificate, secondary_certificate, endorsement_key
     ).mechanism("individual")
     body: dict[str, Any] = {
-        "registrationId": registration_id,
+        "registrationId": device,
         "attestation": attestation or {"type": "symmetricKey", "symmetricKey": {}},
     }
     if device_id is not None:
@@ -103,8 +114,22 @@ def create(
         webhook_api_version,
         disabled,
     ).apply(body)
-    answer = invocation.client.service("PUT", _path(registration_id), body=body)
+    answer = invocation.client.service("PUT", _path(device), body=body)
     _show(invocation, warn_from_response(answer))
+
+
+def _tpm_registration_id(endorsement_key: str | None) -> str:
+    """The registration ID a TPM device uses by default (Node and C SDKs: protocol.md §6.1)."""
+    if endorsement_key is None:
+        raise typer.BadParameter(
+            "is required (it may be left out only with --endorsement-key)",
+            param_hint="REGISTRATION_ID",
+        )
+    try:
+        key = parse_tpm_public_base64(endorsement_key, "--endorsement-key")
+    except DpsError as err:
+        raise typer.BadParameter(err.message, param_hint="--endorsement-key") from None
+    return default_registration_id(key.raw)
 
 
 @operator_command(app, "list")

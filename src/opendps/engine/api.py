@@ -37,6 +37,9 @@ DEFAULT_ASSIGNING_DEADLINE_SECONDS = 120.0
 # Instances and their linked hubs / group lists change rarely; nodes that did not make the
 # change see it within this many seconds (ARCHITECTURE §4 step 3: "short TTL").
 DEFAULT_CACHE_TTL_SECONDS = 5.0
+# Long enough for a TPM device to import the key, register and poll a slow (webhook, remote
+# hub) registration to its end; short enough that a leaked challenge is soon worthless.
+DEFAULT_TPM_CHALLENGE_TTL_SECONDS = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +58,35 @@ class X509Credential:
     chain: tuple[x509.Certificate, ...]
 
 
-# What a device can prove itself with. TPM joins this union when its attestation lands; the
-# engine refuses credentials it cannot check with 401.
+# What a device can prove itself with; the engine refuses credentials it cannot check with 401.
+# TPM devices sign SAS tokens with the key their TPM imported from our challenge (protocol.md
+# §6.2), so once past the challenge they present a `SasCredential` too; the engine knows from
+# the enrollment that the token must verify against the challenge's key.
 Credential: TypeAlias = SasCredential | X509Credential
+
+
+@dataclass(frozen=True, slots=True)
+class TpmChallengeRequest:
+    """A TPM device's opening move (protocol.md §6.2 step 1, §4.4 steps 1–3): its endorsement
+    key and storage root key, raw `TPM2B_PUBLIC` bytes as the device sent them (the HTTP body's
+    base64 decoded; the AMQP SASL frames as they are). No credential: that is what it asks for."""
+
+    id_scope: str
+    registration_id: str
+    endorsement_key: bytes
+    storage_root_key: bytes
+    body_registration_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TpmTokenCheck:
+    """AMQP TPM SASL's last step (protocol.md §4.4 step 6): the SAS token the device signed with
+    the imported key, checked before the connection opens. The register message that follows
+    presents the same token as a `SasCredential` and is attested again."""
+
+    id_scope: str
+    registration_id: str
+    token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +144,9 @@ class RegistrationResult:
     # request, and the CA certificate that matched its group (or CA-backed enrollment).
     certificate_info: X509CertificateInfo | None = None
     signing_certificate_info: X509CertificateInfo | None = None
+    # TPM devices, on `assigned` (protocol.md §6.2 step 6): the `authenticationKey` blob that
+    # wraps the device's IoT hub key for its TPM, raw bytes (transports base64 it).
+    tpm_authentication_key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +181,8 @@ class EngineSettings:
     hub_timeout_seconds: float = DEFAULT_HUB_TIMEOUT_SECONDS
     assigning_deadline_seconds: float = DEFAULT_ASSIGNING_DEADLINE_SECONDS
     cache_ttl_seconds: float = DEFAULT_CACHE_TTL_SECONDS
+    # How long a TPM device may take to answer its challenge and finish registering (engine/tpm.py).
+    tpm_challenge_ttl_seconds: float = DEFAULT_TPM_CHALLENGE_TTL_SECONDS
     # geoLatency: the region this node runs in, and (region, region, milliseconds) entries.
     node_region: str | None = None
     region_latencies_ms: tuple[tuple[str, str, float], ...] = ()
@@ -177,4 +211,24 @@ class DeviceEngine(Protocol):
     async def registration_status(self, request: DeviceStatusRequest) -> RegistrationResult:
         """The device's current registration state. Raises DpsError 401002, 404202 (never
         registered), 429001 (polling limit)."""
+        ...
+
+    async def tpm_challenge(self, request: TpmChallengeRequest) -> bytes:
+        """Start TPM attestation: find the device's TPM enrollment, check that the endorsement
+        key is the enrolled one, keep a fresh HMAC key server-side (in the store, with an
+        expiry, so any node can finish the flow) and return the `authenticationKey` blob
+        (protocol.md §6.3) that imports it into the device's TPM. A new challenge replaces the
+        device's earlier one.
+
+        A device that is refused (unknown ID scope or device, not a TPM enrollment, another
+        endorsement key) gets a challenge all the same, for a key that is not kept: its token
+        is then refused with 401002, so nobody learns from the challenge which devices are
+        enrolled. Raises DpsError 400004 (keys that are not RSA-2048 TPM2B_PUBLIC structures),
+        429001 (instance registration rate).
+        """
+        ...
+
+    async def check_tpm_token(self, request: TpmTokenCheck) -> None:
+        """Check a SAS token signed with the key of the device's current, unexpired challenge
+        without using the challenge up. Raises DpsError 401002 otherwise."""
         ...

@@ -27,6 +27,8 @@ from opendps.attestation.x509_chain import ChainRejected, X509Match, check_leaf
 from opendps.engine.api import Credential, EngineSettings, SasCredential, X509Credential
 from opendps.engine.caches import LruMemo, TtlCache
 from opendps.engine.ports import Clock
+from opendps.engine.refusal import refuse
+from opendps.engine.tpm import TpmChallenges
 from opendps.engine.x509_lookup import X509Lookup
 from opendps.model.enrollment import (
     AttestationType,
@@ -34,11 +36,11 @@ from opendps.model.enrollment import (
     EnrollmentSpec,
     IndividualEnrollment,
 )
-from opendps.model.errors import UNAUTHORIZED, DpsError
+from opendps.model.errors import DpsError
 from opendps.model.hub import LinkedHub
 from opendps.model.ids import registration_key
 from opendps.model.instance import Instance
-from opendps.observability.logging import log_event
+from opendps.model.tpm import TpmChallenge
 from opendps.store.interface import Store
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,8 @@ class AttestedDevice:
     device_keys: tuple[str, str] = ("", "")
     # X.509 devices: the leaf they presented and the CA that matched (protocol.md §5).
     x509: X509Match | None = None
+    # TPM devices: the challenge whose key signed their token (engine/tpm.py).
+    tpm: TpmChallenge | None = None
 
     @property
     def spec(self) -> EnrollmentSpec:
@@ -75,27 +79,6 @@ class AttestedDevice:
     @property
     def attestation_type(self) -> AttestationType:
         return self.enrollment.spec.attestation.type
-
-
-class AttestationRefused(DpsError):
-    """The 401 every refusal shows the device; `reason` stays on the server (logs, metrics)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(UNAUTHORIZED, "Unauthorized")
-        self.reason = reason
-
-
-def refuse(reason: str, *, id_scope: str, registration_id: str) -> AttestationRefused:
-    """Log why a device was refused; return the one error every refusal shows the device."""
-    log_event(
-        logger,
-        logging.INFO,
-        "device.unauthorized",
-        reason=reason,
-        id_scope=id_scope,
-        registration_id=registration_id,
-    )
-    return AttestationRefused(reason)
 
 
 def check_device_token(
@@ -182,6 +165,7 @@ class EnrollmentLookup:
         self._clock = clock
         ttl = settings.cache_ttl_seconds
         self._x509 = X509Lookup(store, clock, ttl)
+        self.tpm = TpmChallenges(store, clock, settings.tpm_challenge_ttl_seconds)
         self._instances: TtlCache[str, Instance | None] = TtlCache(clock, ttl)
         self._hubs: TtlCache[str, tuple[LinkedHub, ...]] = TtlCache(clock, ttl)
         self._groups: TtlCache[str, tuple[EnrollmentGroup, ...]] = TtlCache(clock, ttl)
@@ -225,6 +209,11 @@ class EnrollmentLookup:
         if isinstance(token, X509Credential):
             return await self._attest_x509(instance, registration_id, token)
         individual = await self._store.get_individual_enrollment(instance.id, registration_id)
+        if individual is not None and individual.spec.attestation.type is AttestationType.TPM:
+            challenge = await self.tpm.verify(
+                instance, registration_id, individual, token, unused=False
+            )
+            return AttestedDevice(instance, registration_id, individual, tpm=challenge)
         if individual is not None:
             keys = _symmetric_keys(individual.spec)
             if keys is None or not verify_with_keys(token, list(keys)):

@@ -27,6 +27,7 @@ from opendps.allocation.select import (
     CustomAllocator,
 )
 from opendps.attestation.sas import SasToken
+from opendps.attestation.tpm import new_hmac_key
 from opendps.attestation.x509 import certificate_info
 from opendps.engine.allocate import (
     choose_hub,
@@ -41,24 +42,24 @@ from opendps.engine.api import (
     OperationStatusRequest,
     RegisterRequest,
     RegistrationResult,
+    SasCredential,
+    TpmChallengeRequest,
+    TpmTokenCheck,
     X509Credential,
 )
 from opendps.engine.assign import AssignmentJob, prepare_assignment, run_assignment
 from opendps.engine.locks import KeyedLocks
-from opendps.engine.lookup import (
-    AttestationRefused,
-    AttestedDevice,
-    EnrollmentLookup,
-    check_device_credential,
-    refuse,
-)
+from opendps.engine.lookup import AttestedDevice, EnrollmentLookup, check_device_credential
 from opendps.engine.ports import Clock, EngineMetrics, IdGenerator, Spawn, UncountedMetrics
+from opendps.engine.refusal import AttestationRefused, refuse
 from opendps.engine.reprovision import needs_allocation
 from opendps.engine.status import operation_outcome, to_result
 from opendps.engine.throttle import SlidingWindowLimiter, TokenBucketLimiter
+from opendps.engine.tpm import TpmKeys, decoy_challenge
+from opendps.engine.tpm import hub_key_blob as tpm_hub_key_blob
+from opendps.engine.tpm import hub_keys as tpm_hub_keys
 from opendps.hubs.interface import HubConnectors, HubError
-from opendps.model.audit import MeterKind
-from opendps.model.enrollment import ProvisioningStatus
+from opendps.model.enrollment import AttestationType, ProvisioningStatus
 from opendps.model.errors import (
     CUSTOM_ALLOCATION_FAILED,
     CUSTOM_ALLOCATION_TIMEOUT,
@@ -163,7 +164,62 @@ class ProvisioningEngine:
                     RegistrationStatus.ASSIGNING,
                     retry_after=self._settings.retry_after_seconds,
                 )
-            return _with_x509(await self._provision(device, previous, request.payload), device)
+            if device.tpm is not None:
+                device = await self._use_tpm_challenge(device)
+            status = await self._provision(device, previous, request.payload)
+            return _with_device_results(status, device)
+
+    async def _use_tpm_challenge(self, device: AttestedDevice) -> AttestedDevice:
+        """A TPM device's registration uses its challenge up and gives it a fresh hub key."""
+        assert device.tpm is not None
+        challenge = await self._lookup.tpm.use(device.instance, device.tpm, new_hmac_key())
+        return replace(device, tpm=challenge, device_keys=tpm_hub_keys(challenge))
+
+    # -- TPM challenges ----------------------------------------------------------------------------
+
+    async def tpm_challenge(self, request: TpmChallengeRequest) -> bytes:
+        registration_id = _checked_ids(request.registration_id, request.body_registration_id)
+        keys = TpmKeys.parse(request.endorsement_key, request.storage_root_key)
+        try:
+            instance = await self._lookup.instance(request.id_scope)
+            if instance is None:
+                raise refuse(
+                    "unknown ID scope", id_scope=request.id_scope, registration_id=registration_id
+                )
+            if self._rate is not None:
+                self._rate.check(instance.id, "registrations")
+            enrollment = await self._store.get_individual_enrollment(instance.id, registration_id)
+            return await self._lookup.tpm.issue(
+                instance,
+                registration_id,
+                enrollment,
+                keys,
+                (request.endorsement_key, request.storage_root_key),
+            )
+        except AttestationRefused as refused:
+            self._metrics.count_attestation_failure(refused.reason)
+            # A refused device still gets a well-formed challenge, for a key nobody keeps: its
+            # token is then refused like any other (401). An immediate refusal would tell an
+            # attacker which registration IDs and EKs are enrolled, and the Node SDK over AMQP
+            # never reports a refusal that comes before the first challenge (it waits forever).
+            return decoy_challenge(keys)
+
+    async def check_tpm_token(self, request: TpmTokenCheck) -> None:
+        try:
+            registration_id = parse_registration_id(request.registration_id)
+            instance, token = await self._open(
+                request.id_scope, registration_id, SasCredential(request.token)
+            )
+            assert not isinstance(token, X509Credential)  # a SasCredential gives a token
+            enrollment = await self._store.get_individual_enrollment(instance.id, registration_id)
+            if enrollment is None or enrollment.spec.attestation.type is not AttestationType.TPM:
+                raise refuse(
+                    "no TPM enrollment", id_scope=instance.id_scope, registration_id=registration_id
+                )
+            await self._lookup.tpm.verify(instance, registration_id, enrollment, token, unused=True)
+        except AttestationRefused as refused:
+            self._metrics.count_attestation_failure(refused.reason)
+            raise
 
     async def _open(
         self, id_scope: str, registration_id: str, credential: Credential | None
@@ -374,9 +430,7 @@ class ProvisioningEngine:
     ) -> OperationStatus:
         """Persist the registration state and its operation, count it, and log it once."""
         now = self._clock.now()
-        state = await self._store.put_registration_state(
-            self._state(device, previous, outcome, now)
-        )
+        concluded = self._state(device, previous, outcome, now)
         error = outcome.error
         done = Operation(
             operation_id=operation.operation_id
@@ -390,8 +444,8 @@ class ProvisioningEngine:
             error_code=error.error_code if error is not None else None,
             error_message=error.message if error is not None else None,
         )
-        await self._store.put_operation(done)
-        await self._store.add_meter(device.instance.id, now.date(), MeterKind.REGISTRATION)
+        # One transaction for the three writes, shared with concurrent registrations.
+        state = await self._store.record_registration(concluded, done, meter_day=now.date())
         self._metrics.count_registration(str(outcome.status))
         log_event(
             logger,
@@ -453,7 +507,7 @@ class ProvisioningEngine:
             assigning_deadline_seconds=self._settings.assigning_deadline_seconds,
             retry_after=self._settings.retry_after_seconds,
         )
-        return _with_x509(outcome, device)
+        return _with_device_results(outcome, device)
 
     async def registration_status(self, request: DeviceStatusRequest) -> RegistrationResult:
         registration_id = _checked_ids(request.registration_id, request.body_registration_id)
@@ -462,7 +516,7 @@ class ProvisioningEngine:
         )
         if state is None:
             raise DpsError(REGISTRATION_NOT_FOUND, "The device has not registered.")
-        return _x509_result(to_result(state), device)
+        return _device_result(to_result(state), device)
 
     async def _authenticate_poll(
         self, id_scope: str, registration_id: str, credential: Credential | None
@@ -482,14 +536,17 @@ class ProvisioningEngine:
         return device, state, key
 
 
-def _with_x509(status: OperationStatus, device: AttestedDevice) -> OperationStatus:
-    """Add the X.509 sub-result (protocol.md §1.4) to a status that carries a registration."""
-    if status.registration is None or device.x509 is None:
+def _with_device_results(status: OperationStatus, device: AttestedDevice) -> OperationStatus:
+    """Add the X.509 or TPM sub-result (protocol.md §1.4, §6.2) to a status that carries a
+    registration."""
+    if status.registration is None:
         return status
-    return replace(status, registration=_x509_result(status.registration, device))
+    return replace(status, registration=_device_result(status.registration, device))
 
 
-def _x509_result(result: RegistrationResult, device: AttestedDevice) -> RegistrationResult:
+def _device_result(result: RegistrationResult, device: AttestedDevice) -> RegistrationResult:
+    if device.tpm is not None and result.status is RegistrationStatus.ASSIGNED:
+        return replace(result, tpm_authentication_key=tpm_hub_key_blob(device.tpm))
     match = device.x509
     if match is None or result.status is RegistrationStatus.ASSIGNING:
         return result

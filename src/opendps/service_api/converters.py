@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
+from opendps.attestation.tpm import parse_tpm_public_base64
 from opendps.attestation.x509 import parse_certificate
 from opendps.model import enrollment as records
 from opendps.model import registration as registration_records
@@ -131,6 +132,10 @@ def _tpm(wire: TpmAttestation) -> records.TpmAttestation:
             raise _invalid(f"attestation.tpm.{name} is longer than {MAX_TPM_KEY_BYTES} bytes")
     if not wire.endorsement_key:
         raise _invalid("attestation.tpm.endorsementKey is required for TPM attestation")
+    # Refuse keys no device could ever attest with now, not at the device's first boot.
+    parse_tpm_public_base64(wire.endorsement_key, "attestation.tpm.endorsementKey")
+    if wire.storage_root_key:
+        parse_tpm_public_base64(wire.storage_root_key, "attestation.tpm.storageRootKey")
     return records.TpmAttestation(wire.endorsement_key, wire.storage_root_key or None)
 
 

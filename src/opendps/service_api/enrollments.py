@@ -8,7 +8,9 @@ attestation-mechanism call returns them.
 
 from __future__ import annotations
 
-from opendps.model.enrollment import IndividualEnrollment
+from opendps.attestation.tpm import same_key
+from opendps.engine.tpm import enrolled_endorsement_key
+from opendps.model.enrollment import AttestationType, IndividualEnrollment
 from opendps.model.errors import ENROLLMENT_NOT_FOUND, INVALID_REGISTRATION_ID, DpsError
 from opendps.model.ids import parse_device_id, parse_registration_id, registration_key
 from opendps.model.instance import Right
@@ -56,6 +58,7 @@ async def put_enrollment(
     stored = await ctx.store.put_individual_enrollment(
         record, if_match=if_match_for_store(if_match, existing.etag if existing else None)
     )
+    await _forget_registration_of_old_tpm(ctx, existing, stored)
     action = "enrollment.update" if existing is not None else "enrollment.create"
     await record_change(
         ctx, caller.instance.id, caller.actor, action, _target(stored.registration_id)
@@ -90,6 +93,21 @@ async def _prepare(
         created_at=existing.created_at if existing is not None else now,
         updated_at=now,
     )
+
+
+async def _forget_registration_of_old_tpm(
+    ctx: ServiceContext, existing: IndividualEnrollment | None, stored: IndividualEnrollment
+) -> None:
+    """A new endorsement key is a new device (as Azure): the old TPM's registration state and
+    pending challenge go, so it cannot finish a registration nor be reported as registered."""
+    old = enrolled_endorsement_key(existing) if existing is not None else None
+    new = enrolled_endorsement_key(stored)
+    if old is None or (new is not None and same_key(old, new)):
+        return
+    await ctx.store.delete_registration_state(
+        stored.instance_id, stored.registration_id, if_match=None
+    )
+    await ctx.store.delete_tpm_challenge(stored.instance_id, stored.registration_id)
 
 
 async def get_enrollment(
@@ -176,9 +194,16 @@ async def run_bulk_operation(
     instance_id = caller.instance.id
 
     async def put(record: IndividualEnrollment, if_match: str | None, create_only: bool) -> object:
-        return await ctx.store.put_individual_enrollment(
+        existing = None
+        if record.spec.attestation.type is AttestationType.TPM and not create_only:
+            existing = await ctx.store.get_individual_enrollment(
+                instance_id, record.registration_id
+            )
+        stored = await ctx.store.put_individual_enrollment(
             record, if_match=if_match, create_only=create_only
         )
+        await _forget_registration_of_old_tpm(ctx, existing, stored)
+        return stored
 
     async def delete(registration_id: str) -> bool:
         return await ctx.store.delete_individual_enrollment(

@@ -8,6 +8,8 @@ JSON, `iotdps-operation-type = iotdps-register`, a uuid string `correlation-id`)
 `iotdps-get-operationstatus` polls after each `assigning` answer's `retry-after`; finally DETACH,
 END and CLOSE. As on the server, proton's engine is pumped over our own TLS stream (port 5671)
 or a WebSocket at `wss://host:port/$iothub/websocket` with subprotocol `AMQPWSB10` (443).
+A TPM device authenticates with DPS's own `TPM` SASL mechanism instead of PLAIN (§4.4): we
+speak that SASL layer ourselves (simulator/tpm_sasl.py) and give proton the stream after it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import ssl
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +39,7 @@ from proton import (
 )
 
 from opendps.model.json import JsonObject
-from opendps.simulator.api import DeviceParams, RegistrationOutcome
+from opendps.simulator.api import DeviceParams, RegistrationOutcome, TpmSettings
 from opendps.simulator.channels import (
     Channel,
     client_ssl_context,
@@ -44,6 +47,15 @@ from opendps.simulator.channels import (
     open_tls_channel,
     open_websocket_channel,
 )
+from opendps.simulator.tpm import (
+    AsyncTpm,
+    install_hub_key,
+    open_tpm,
+    tpm_attestation_body,
+    tpm_sas_token,
+)
+from opendps.simulator.tpm_device import TpmError
+from opendps.simulator.tpm_sasl import KeyReceived, SaslDone, SaslRefused, TpmSaslClient
 
 __all__ = ["register_amqp"]
 
@@ -69,6 +81,10 @@ class _Closed(Exception):
         self.condition = condition
 
 
+class _SaslRefused(Exception):
+    """The TPM SASL exchange did not succeed (the message says why)."""
+
+
 async def register_amqp(params: DeviceParams, *, websocket: bool) -> RegistrationOutcome:
     """Register the device over AMQP (TLS, or WebSocket when `websocket`) and poll until the
     registration ends. Never raises for network or protocol trouble: an outcome without a
@@ -85,21 +101,74 @@ async def register_amqp(params: DeviceParams, *, websocket: bool) -> Registratio
                 else open_tls_channel(params, context)
             )
             async with opened as channel:
+                if params.tpm is not None:
+                    return await _register_tpm(channel, params, params.tpm)
                 return await _Device(channel, params).register()
     except TimeoutError:
         return failure("the registration did not end in time")
     except _Closed as closed:
         return failure(f"the server closed the connection: {closed}")
+    except _SaslRefused as refused:
+        return failure(f"TPM SASL authentication failed: {refused}")
     except (ssl.SSLError, aiohttp.ClientError, OSError) as err:
         return failure(f"cannot reach {params.host}:{params.port}: {err}")
+    except TpmError as err:
+        return failure(str(err))
+
+
+async def _register_tpm(
+    channel: Channel, params: DeviceParams, settings: TpmSettings
+) -> RegistrationOutcome:
+    """TPM SASL (§4.4), then the usual register whose body carries the EK and SRK again."""
+    async with open_tpm(settings) as tpm:
+        keys = await tpm.ensure_keys()
+        sasl = TpmSaslClient(
+            params.id_scope, params.registration_id, keys.endorsement_key, keys.storage_root_key
+        )
+        received = await _tpm_sasl(channel, sasl, tpm, params)
+        device = _Device(channel, params, tpm=tpm_attestation_body(keys), received=received)
+        return await install_hub_key(tpm, await device.register())
+
+
+async def _tpm_sasl(
+    channel: Channel, sasl: TpmSaslClient, tpm: AsyncTpm, params: DeviceParams
+) -> bytes:
+    """Run the SASL exchange; return the bytes the server sent after its sasl-outcome."""
+    while True:
+        if outbound := sasl.data_to_send():
+            await channel.send(outbound)
+        data = await channel.receive()
+        if not data:
+            raise _Closed(None)
+        for event in sasl.receive_data(data):
+            if isinstance(event, KeyReceived):
+                await tpm.activate_and_import(event.blob)
+                token = await tpm_sas_token(
+                    tpm, params.id_scope, params.registration_id, now=time.time()
+                )
+                sasl.send_token(token)
+            elif isinstance(event, SaslDone):
+                return event.remainder
+            elif isinstance(event, SaslRefused):
+                raise _SaslRefused(event.reason)
 
 
 class _Device:
     """One registration: proton's client engine pumped over the channel."""
 
-    def __init__(self, channel: Channel, params: DeviceParams) -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        params: DeviceParams,
+        *,
+        tpm: JsonObject | None = None,
+        received: bytes = b"",
+    ) -> None:
+        """`tpm` is the register body's `tpm` member of a TPM device; `received` the bytes
+        the server sent after a SASL layer spoken outside proton."""
         self._channel = channel
         self._params = params
+        self._tpm = tpm
         self._address = f"{params.id_scope}/registrations/{params.registration_id}"
         self._connection = Connection()
         self._transport = Transport()
@@ -114,6 +183,8 @@ class _Device:
         self._connection.container = f"opendps-simulator-{uuid.uuid4()}"
         self._connection.collect(self._collector)
         self._transport.bind(self._connection)
+        if received:
+            self._transport.push(received)
         self._replies: dict[Any, Message] = {}
         self._outcomes: dict[str, tuple[Any, Condition | None]] = {}
         self._eof = False
@@ -122,6 +193,8 @@ class _Device:
         sender = self._open_links()
         await self._until(lambda: sender.credit > 0)
         body: JsonObject = {"registrationId": self._params.registration_id}
+        if self._tpm is not None:
+            body["tpm"] = self._tpm
         if self._params.payload is not None:
             body["payload"] = self._params.payload
         properties: dict[str, Any] = {

@@ -14,11 +14,20 @@ from opendps.model.json import JsonObject, JsonValue
 
 
 @dataclass(frozen=True, slots=True)
+class TpmSettings:
+    """How to reach the device's TPM: a tpm2-tss TCTI string such as
+    `swtpm:host=127.0.0.1,port=2321`, `mssim:host=…,port=…` or `device:/dev/tpmrm0`."""
+
+    tcti: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceParams:
     """Where to register and how the device proves itself.
 
-    Exactly one credential is set: `sas_token` (symmetric key, already signed by the caller)
-    or `certificate` + `key` (PEM files presented as the TLS client chain, protocol.md §3).
+    Exactly one credential is set: `sas_token` (symmetric key, already signed by the caller),
+    `certificate` + `key` (PEM files presented as the TLS client chain, protocol.md §3) or
+    `tpm` (the device's TPM signs for it, protocol.md §6; HTTPS and AMQP only).
     """
 
     host: str
@@ -32,6 +41,8 @@ class DeviceParams:
     payload: JsonValue
     # CA bundle to verify the server with; None uses the system trust store.
     ca_file: Path | None
+    # The TPM that attests the device, or None for the other credentials.
+    tpm: TpmSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +56,9 @@ class RegistrationOutcome:
 
     status_code: int | None
     body: JsonObject
+    # A TPM device that was assigned: the persistent handle now holding its IoT-hub key (the
+    # final answer's `registrationState.tpm.authenticationKey`, imported into the TPM).
+    tpm_hub_key_handle: int | None = None
 
     @property
     def status(self) -> str | None:

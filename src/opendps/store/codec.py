@@ -16,6 +16,7 @@ eleven record types; each pair is plain field mapping, kept side by side so they
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +52,7 @@ from opendps.model.registration import (
     RegistrationStatus,
     Substatus,
 )
+from opendps.model.tpm import TpmChallenge
 
 # The shape version written into every JSON document; see docs/database.md before raising it.
 FORMAT_VERSION = 1
@@ -494,6 +496,41 @@ def row_to_operation(row: Row) -> Operation:
         error_code=row.error_code,
         error_message=row.error_message,
     )
+
+
+def tpm_challenge_to_row(challenge: TpmChallenge) -> Doc:
+    return {
+        "instance_id": challenge.instance_id,
+        "registration_key": registration_key(challenge.registration_id),
+        "registration_id": challenge.registration_id,
+        "challenge_id": challenge.challenge_id,
+        "endorsement_key": _b64(challenge.endorsement_key),
+        "storage_root_key": _b64(challenge.storage_root_key),
+        "challenge_key": _b64(challenge.key),
+        "hub_key": _b64(challenge.hub_key) if challenge.hub_key is not None else None,
+        "created_at": to_utc(challenge.created_at),
+        "expires_at": to_utc(challenge.expires_at),
+        "used_at": to_utc_or_none(challenge.used_at),
+    }
+
+
+def row_to_tpm_challenge(row: Row) -> TpmChallenge:
+    return TpmChallenge(
+        instance_id=row.instance_id,
+        registration_id=row.registration_id,
+        challenge_id=row.challenge_id,
+        endorsement_key=base64.b64decode(row.endorsement_key),
+        storage_root_key=base64.b64decode(row.storage_root_key),
+        key=base64.b64decode(row.challenge_key),
+        hub_key=base64.b64decode(row.hub_key) if row.hub_key is not None else None,
+        created_at=_required_time(row.created_at),
+        expires_at=_required_time(row.expires_at),
+        used_at=from_db_time(row.used_at),
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 # -- certificates and hub devices ------------------------------------------------------------

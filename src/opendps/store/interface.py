@@ -23,6 +23,7 @@ from opendps.model.enrollment import EnrollmentGroup, IndividualEnrollment
 from opendps.model.hub import LinkedHub
 from opendps.model.instance import AccessPolicy, Instance
 from opendps.model.registration import Operation, RegistrationState
+from opendps.model.tpm import TpmChallenge
 
 T = TypeVar("T")
 
@@ -162,6 +163,18 @@ class Store(Protocol):
 
     async def put_operation(self, operation: Operation) -> None: ...
 
+    async def record_registration(
+        self, state: RegistrationState, operation: Operation, *, meter_day: date
+    ) -> RegistrationState:
+        """Store a concluded registration in one transaction: `state` (as put_registration_state,
+        whose result it returns), `operation` (as put_operation) and one REGISTRATION meter
+        count of the instance on `meter_day` (as add_meter).
+
+        Concurrent calls may share a transaction (group commit); each returns once the one
+        holding its writes committed. Raises DpsError(INSTANCE_NOT_FOUND) like the three.
+        """
+        ...
+
     async def get_operation(self, instance_id: str, operation_id: str) -> Operation | None: ...
 
     async def delete_operations_before(self, before: datetime, *, limit: int = 10_000) -> int:
@@ -195,6 +208,37 @@ class Store(Protocol):
     ) -> Page[HubDevice]: ...
 
     async def delete_hub_device(self, hub_host_name: str, device_id: str) -> bool: ...
+
+    # -- TPM challenges (model/tpm.py) ---------------------------------------------------------
+    async def put_tpm_challenge(self, challenge: TpmChallenge) -> None:
+        """Create or replace the device's challenge."""
+        ...
+
+    async def get_tpm_challenge(
+        self, instance_id: str, registration_id: str
+    ) -> TpmChallenge | None: ...
+
+    async def use_tpm_challenge(
+        self,
+        instance_id: str,
+        registration_id: str,
+        challenge_id: str,
+        *,
+        used_at: datetime,
+        hub_key: bytes,
+    ) -> bool:
+        """Mark that challenge used, with the hub key given to the device. False if it is not
+        the device's current challenge or was used already (a replay, or a race lost to a
+        concurrent registration): the caller must then refuse."""
+        ...
+
+    async def delete_tpm_challenge(self, instance_id: str, registration_id: str) -> bool: ...
+
+    async def delete_tpm_challenges_expired_before(
+        self, before: datetime, *, limit: int = 10_000
+    ) -> int:
+        """Prune challenges that expired before `before`; returns how many went."""
+        ...
 
     # -- audit and metering ------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> None: ...

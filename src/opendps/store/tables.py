@@ -229,6 +229,27 @@ hub_devices = sa.Table(
     sa.Index("ix_hub_devices_instance_id", "instance_id"),
 )
 
+# At most one per device (a new challenge replaces the old); model/tpm.py says why it is stored.
+tpm_challenges = sa.Table(
+    "tpm_challenges",
+    metadata,
+    _instance_fk(),
+    sa.Column("registration_key", sa.Text, nullable=False),
+    sa.Column("registration_id", sa.Text, nullable=False),
+    sa.Column("challenge_id", sa.Text, nullable=False),
+    # Base64: the public keys as the device sent them, the secret HMAC key and the hub key.
+    sa.Column("endorsement_key", sa.Text, nullable=False),
+    sa.Column("storage_root_key", sa.Text, nullable=False),
+    sa.Column("challenge_key", sa.Text, nullable=False),
+    sa.Column("hub_key", sa.Text, nullable=True),
+    sa.Column("created_at", Utc, nullable=False),
+    sa.Column("expires_at", Utc, nullable=False),
+    sa.Column("used_at", Utc, nullable=True),
+    sa.PrimaryKeyConstraint("instance_id", "registration_key"),
+    # Pruning expired challenges scans by expiry.
+    sa.Index("ix_tpm_challenges_expires_at", "expires_at"),
+)
+
 # Deliberately no foreign key: an audit trail must outlive the instance it records (the entry
 # "instance.delete" is written after the instance is gone).
 audit_log = sa.Table(

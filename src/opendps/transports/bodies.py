@@ -7,6 +7,8 @@ order, no framing; each transport serialises them with `encode_json`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +19,13 @@ from opendps.model.errors import BAD_REQUEST, INVALID_BODY, DpsError, format_utc
 
 __all__ = [
     "DeviceRegistrationBody",
+    "TpmKeysBody",
     "certificate_info_body",
     "encode_json",
     "operation_body",
     "parse_device_registration",
     "registration_state_body",
+    "tpm_challenge_body",
     "x509_sub_result",
 ]
 
@@ -34,6 +38,11 @@ def registration_state_body(result: RegistrationResult) -> dict[str, Any]:
         body["symmetricKey"] = group
     elif result.attestation_type is AttestationType.X509:
         body["x509"] = x509_sub_result(result)
+    elif result.attestation_type is AttestationType.TPM:
+        # `TpmRegistrationResult` (§6.2 step 6): on `assigned`, the hub key wrapped for the TPM.
+        # The C SDK fails to parse an `assigned` answer without it.
+        key = result.tpm_authentication_key
+        body["tpm"] = {"authenticationKey": _b64(key)} if key is not None else {}
     body["registrationId"] = result.registration_id
     if result.created_at is not None:
         body["createdDateTimeUtc"] = format_utc(result.created_at)
@@ -91,6 +100,16 @@ def operation_body(status: OperationStatus) -> dict[str, Any]:
     return body
 
 
+def tpm_challenge_body(authentication_key: bytes) -> dict[str, Any]:
+    """The 401 body of a TPM device's first request (protocol.md §6.2 step 2). `keyName` must be
+    there: the C SDK fails to parse the challenge without it."""
+    return {"authenticationKey": _b64(authentication_key), "keyName": "registration"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
 def encode_json(body: Any) -> bytes:
     """Compact UTF-8 JSON, as Azure sends it."""
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -103,6 +122,16 @@ class DeviceRegistrationBody:
     registration_id: str | None
     # Any JSON value, forwarded verbatim to the custom allocation webhook (Python sends null).
     payload: Any
+    # TPM devices (§6.2): their endorsement and storage root keys, raw TPM2B_PUBLIC bytes.
+    tpm: TpmKeysBody | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TpmKeysBody:
+    """`tpm` of a DeviceRegistration: `{"endorsementKey", "storageRootKey"}` in base64."""
+
+    endorsement_key: bytes
+    storage_root_key: bytes
 
 
 def parse_device_registration(raw: bytes | str | None) -> DeviceRegistrationBody:
@@ -110,7 +139,8 @@ def parse_device_registration(raw: bytes | str | None) -> DeviceRegistrationBody
 
     No body or an empty one counts as `{}`. Raises DpsError(400000) for text that is not JSON
     and DpsError(400004) for JSON that is not an object or whose `registrationId` is not a
-    string. The TPM fields are read by the TPM attestation path, not here.
+    string, or whose `tpm` is not `{"endorsementKey", "storageRootKey"}` in base64 (the keys'
+    structure is checked by the TPM attestation).
     """
     if raw is None or not raw.strip():
         return DeviceRegistrationBody(None, None)
@@ -123,4 +153,24 @@ def parse_device_registration(raw: bytes | str | None) -> DeviceRegistrationBody
     registration_id = body.get("registrationId")
     if registration_id is not None and not isinstance(registration_id, str):
         raise DpsError(INVALID_BODY, "registrationId must be a string.")
-    return DeviceRegistrationBody(registration_id, body.get("payload"))
+    return DeviceRegistrationBody(registration_id, body.get("payload"), _tpm_keys(body.get("tpm")))
+
+
+def _tpm_keys(value: Any) -> TpmKeysBody | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise DpsError(INVALID_BODY, "tpm must be an object.")
+    return TpmKeysBody(
+        _base64_field(value.get("endorsementKey"), "tpm.endorsementKey"),
+        _base64_field(value.get("storageRootKey"), "tpm.storageRootKey"),
+    )
+
+
+def _base64_field(value: Any, name: str) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise DpsError(INVALID_BODY, f"{name} is required and must be a base64 string.")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise DpsError(INVALID_BODY, f"{name} is not valid base64.") from None

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from tests.integration.admin_api.conftest import AdminClient, policy_headers
+from tests.tpm_keys import EK_A
 
 from opendps.model.enrollment import AttestationType
 from opendps.model.errors import BODY_TOO_LARGE, INVALID_BODY, INVALID_REGISTRATION_ID
@@ -54,7 +55,7 @@ async def test_json_array_imports_and_generates_missing_keys(admin: AdminClient)
         {"registrationId": "sensor-2", "attestation": {"type": "symmetricKey"}},
         {
             "registrationId": "sensor-3",
-            "attestation": {"type": "tpm", "tpm": {"endorsementKey": KEY}},
+            "attestation": {"type": "tpm", "tpm": {"endorsementKey": EK_A}},
         },
     ]
     result = await admin.ok("POST", IMPORT, json=body)

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from tests.integration.cli.conftest import CLEAN_ENV, Cli, ThreadedServer
+from tests.tpm_keys import EK_A, EK_A_REGISTRATION_ID
 
 from opendps.attestation.symmetric import derive_device_key
 
@@ -73,13 +74,24 @@ def test_given_keys_x509_and_tpm_enrollments(cli: Cli, tmp_path: Path) -> None:
     )
     info = x509_enrollment["attestation"]["x509"]["clientCertificates"]["primary"]["info"]
     assert info["subjectName"] == "CN=x509-device"
-    tpm = cli.json("enrollment", "create", "tpm-device", "--endorsement-key", KEY)
-    assert tpm["attestation"] == {"type": "tpm", "tpm": {"endorsementKey": KEY}}
+    tpm = cli.json("enrollment", "create", "tpm-device", "--endorsement-key", EK_A)
+    assert tpm["attestation"] == {"type": "tpm", "tpm": {"endorsementKey": EK_A}}
     assert "choose one attestation" in cli.fails("enrollment", "create", "both", "--primary-key", KEY,
-                                                 "--endorsement-key", KEY)  # fmt: skip
+                                                 "--endorsement-key", EK_A)  # fmt: skip
     assert len(cli.json("enrollment", "list", "--top", "2")) == 2
     human = cli.ok("enrollment", "list")
     assert "x509 (clientCertificates)" in human and "tpm-device" in human
+
+
+def test_a_tpm_enrollment_defaults_to_the_registration_id_tpm_clients_compute(cli: Cli) -> None:
+    tpm = cli.json("enrollment", "create", "--endorsement-key", EK_A)
+    assert tpm["registrationId"] == EK_A_REGISTRATION_ID
+    for args, message in [
+        (("--primary-key", KEY), "may be left out only with --endorsement-key"),
+        (("--endorsement-key", KEY), "Invalid value for --endorsement-key"),
+    ]:
+        result = cli.run("enrollment", "create", *args)
+        assert result.exit_code == 2 and message in result.stderr  # a usage error
 
 
 def test_invalid_settings_are_reported_from_the_server(cli: Cli) -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from tests.integration.cli.conftest import Cli
+from tests.tpm_keys import EK_A
 
 KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
@@ -83,7 +84,7 @@ def test_json_array_file_is_sent_as_it_is_and_errors_name_elements(
         {"registrationId": "bad id", "attestation": {"type": "symmetricKey"}},
         {
             "registrationId": "array-3",
-            "attestation": {"type": "tpm", "tpm": {"endorsementKey": KEY}},
+            "attestation": {"type": "tpm", "tpm": {"endorsementKey": EK_A}},
         },
     ]
     file.write_text(json.dumps(enrollments, indent=2))

@@ -16,7 +16,7 @@ from opendps.engine.api import (
     RegisterRequest,
     X509Credential,
 )
-from opendps.engine.lookup import AttestationRefused
+from opendps.engine.refusal import AttestationRefused
 from opendps.model.certificate import CaCertificate
 from opendps.model.device import DeviceAuthKind
 from opendps.model.enrollment import (

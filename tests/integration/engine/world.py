@@ -35,6 +35,7 @@ from opendps.model.enrollment import (
     EnrollmentSpec,
     IndividualEnrollment,
     SymmetricKeyAttestation,
+    TpmAttestation,
 )
 from opendps.model.hub import AllocationPolicy, HubKind, LinkedHub
 from opendps.model.instance import Instance
@@ -45,6 +46,11 @@ ID_SCOPE = "0ne00000ABC"
 PRIMARY = base64.b64encode(bytes(range(32))).decode()
 SECONDARY = base64.b64encode(bytes(range(32, 64))).decode()
 TOKEN_LIFETIME = 3600
+
+
+def tpm_spec(endorsement_key: str, **kwargs: Any) -> EnrollmentSpec:
+    attestation = Attestation(AttestationType.TPM, tpm=TpmAttestation(endorsement_key))
+    return EnrollmentSpec(attestation, **kwargs)
 
 
 def symmetric_spec(

@@ -17,9 +17,10 @@ from tests.integration.service_api.conftest import (
     make_certificate,
 )
 from tests.storefixtures import sample_registration
+from tests.tpm_keys import EK_A, EK_B
 
 from opendps.model.audit import MeterKind
-from opendps.model.errors import ENROLLMENT_NOT_FOUND, ETAG_MISMATCH
+from opendps.model.errors import ENROLLMENT_NOT_FOUND, ETAG_MISMATCH, INVALID_BODY
 from opendps.model.instance import OWNER_POLICY_NAME
 from opendps.model.registration import RegistrationStatus
 
@@ -178,12 +179,41 @@ async def test_x509_enrollments_answer_the_certificate_info(service: Service) ->
 
 
 async def test_tpm_enrollments_keep_the_endorsement_key(service: Service) -> None:
-    ek = base64.b64encode(b"\x01\x3a" + bytes(314)).decode()
+    ek = EK_A
     await service.put_enrollment(
         "dev-tpm", attestation={"type": "tpm", "tpm": {"endorsementKey": ek}}
     )
     fetched = await (await service.call("GET", "/enrollments/dev-tpm")).json()
     assert fetched["attestation"] == {"type": "tpm", "tpm": {"endorsementKey": ek}}
+
+
+async def test_a_new_endorsement_key_forgets_the_old_tpms_registration(service: Service) -> None:
+    """As Azure: another EK is another device; the old one's registration state goes."""
+    tpm = {"type": "tpm", "tpm": {"endorsementKey": EK_A}}
+    await service.put_enrollment("dev-tpm", attestation=tpm, deviceId="kept-device")
+    await service.store.put_registration_state(sample_registration(service.a.id, "dev-tpm"))
+    await service.put_enrollment("dev-tpm", attestation=tpm, deviceId="other-device")
+    assert await service.store.get_registration_state(service.a.id, "dev-tpm") is not None
+    await service.put_enrollment(
+        "dev-tpm", attestation={"type": "tpm", "tpm": {"endorsementKey": EK_B}}
+    )
+    assert await service.store.get_registration_state(service.a.id, "dev-tpm") is None
+
+
+async def test_an_endorsement_key_that_is_no_tpm_key_is_400(service: Service) -> None:
+    before = await service.snapshot()
+    bad = base64.b64encode(b"\x01\x3a" + bytes(314)).decode()
+    response = await service.call(
+        "PUT",
+        "/enrollments/dev-tpm",
+        json={
+            "registrationId": "dev-tpm",
+            "attestation": {"type": "tpm", "tpm": {"endorsementKey": bad}},
+        },
+    )
+    body = await assert_dps_error(response, 400, INVALID_BODY)
+    assert body["message"].startswith("attestation.tpm.endorsementKey")
+    assert await service.snapshot() == before
 
 
 async def test_a_stale_if_match_is_refused_with_412_and_changes_nothing(service: Service) -> None:

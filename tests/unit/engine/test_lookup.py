@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from opendps.attestation.sas import SasToken, build_sas_token
 from opendps.engine.api import SasCredential
-from opendps.engine.lookup import AttestationRefused, check_device_token, normalise_id_scope
+from opendps.engine.lookup import check_device_token, normalise_id_scope
+from opendps.engine.refusal import AttestationRefused
 from opendps.model.errors import UNAUTHORIZED, DpsError
 
 KEY = "Qo/tl0OMJVczFo9NZmMsiSRof5GTI3Bk1I8Pwy2UV2c="

@@ -14,6 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from tests.tpm_keys import EK_A as EK
+from tests.tpm_keys import SRK_A as SRK
 
 from opendps.model import enrollment as records
 from opendps.model.enrollment import AttestationType, ProvisioningStatus
@@ -26,7 +28,6 @@ CREATED = datetime(2026, 3, 1, 10, 0, 0, 123456, tzinfo=UTC)
 UPDATED = datetime(2026, 3, 2, 11, 30, 0, tzinfo=UTC)
 KEY_A = base64.b64encode(bytes(range(32))).decode()
 KEY_B = base64.b64encode(bytes(range(32, 96))).decode()
-EK = base64.b64encode(b"\x01\x3a" + bytes(314)).decode()
 
 
 def _pem(common_name: str) -> str:
@@ -134,11 +135,11 @@ def test_tpm_attestation_needs_an_endorsement_key() -> None:
 
 
 def test_tpm_attestation_is_stored_for_individual_enrollments() -> None:
-    wire = _attestation({"type": "tpm", "tpm": {"endorsementKey": EK, "storageRootKey": EK}})
+    wire = _attestation({"type": "tpm", "tpm": {"endorsementKey": EK, "storageRootKey": SRK}})
     record = converters.attestation_from_wire(
         wire, kind="individual", existing=None, new_key=_keys()
     )
-    assert record.tpm == records.TpmAttestation(EK, EK)
+    assert record.tpm == records.TpmAttestation(EK, SRK)
 
 
 def test_tpm_endorsement_keys_must_be_base64() -> None:

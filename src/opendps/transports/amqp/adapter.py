@@ -15,6 +15,14 @@ Decisions (docs/amqp.md):
   failure reaches the Node client only as "connection disconnected" (clients.md §3d).
 - The credential is the PLAIN password (a SAS token) when SASL PLAIN was used, else the TLS
   client chain (X.509 devices send no SASL layer at all, protocol.md §4.1).
+- TPM devices attest inside SASL (protocol.md §4.4): the driver speaks the mechanism, this
+  module asks the engine for the challenge blob and to check the token the device signed with
+  it. A refusal ends SASL and closes the connection, as a malformed PLAIN frame does: outcome
+  `auth`, `sys-temp` when the client should retry later, `sys` for our own failures. After that the token is the connection's SAS credential, exactly as a PLAIN
+  password (the engine knows from the enrollment that it is a TPM device); the register body's
+  `tpm` object is not needed here.
+- The AMQP open timeout runs from connect to the client's OPEN, so it also ends a SASL exchange
+  that stalls (the client's, or an engine call that never returns).
 - Scope and registration ID come from the link address the request arrived on.
 """
 
@@ -38,6 +46,8 @@ from opendps.engine.api import (
     OperationStatusRequest,
     RegisterRequest,
     SasCredential,
+    TpmChallengeRequest,
+    TpmTokenCheck,
     X509Credential,
 )
 from opendps.model.errors import (
@@ -58,8 +68,11 @@ from opendps.transports.amqp.driver import (
     ConnectionFailed,
     DriverEvent,
     RequestReceived,
+    TpmKeyRequested,
+    TpmTokenPresented,
 )
-from opendps.transports.amqp.sasl import PLAIN
+from opendps.transports.amqp.sasl import PLAIN, SaslCode
+from opendps.transports.amqp.tpm_sasl import TPM
 from opendps.transports.bodies import encode_json, operation_body, parse_device_registration
 
 __all__ = ["AmqpConnection", "AmqpProtocol", "Sink", "amqp_protocol_factory", "error_condition"]
@@ -90,10 +103,25 @@ _CONDITIONS = {
 }
 INTERNAL_CONDITION = "amqp:internal-error"
 
+# Mechanisms whose password is a SAS token to present with every request.
+_SAS_MECHANISMS = frozenset((PLAIN, TPM))
+
 
 def error_condition(error: DpsError) -> str:
     """The AMQP error condition a DPS error is reported with."""
     return _CONDITIONS.get(error.http_status, INTERNAL_CONDITION)
+
+
+def sasl_outcome(error: DpsError) -> SaslCode:
+    """The sasl-outcome code a DPS error ends a TPM SASL exchange with: `sys-temp` where the
+    client should try again later (throttled, unavailable), `sys` for our own failures,
+    `auth` for everything the device got wrong (AMQP 1.0 §5.3.3.6)."""
+    status = error.http_status
+    if status in (429, 503, 504):
+        return SaslCode.SYS_TEMP
+    if status >= 500:
+        return SaslCode.SYS
+    return SaslCode.AUTH
 
 
 class Sink(Protocol):
@@ -153,6 +181,10 @@ class AmqpConnection:
         for event in events:
             if isinstance(event, RequestReceived):
                 self._spawn(self._answer(event), f"amqp-request-{self._name}")
+            elif isinstance(event, TpmKeyRequested):
+                self._spawn(self._tpm_challenge(event), f"amqp-tpm-{self._name}")
+            elif isinstance(event, TpmTokenPresented):
+                self._spawn(self._tpm_token(event), f"amqp-tpm-{self._name}")
             elif isinstance(event, ConnectionFailed):
                 log_event(
                     logger,
@@ -239,7 +271,7 @@ class AmqpConnection:
 
     def _credential(self) -> Credential | None:
         identity = self._driver.identity
-        if identity is not None and identity.mechanism == PLAIN and identity.password:
+        if identity is not None and identity.mechanism in _SAS_MECHANISMS and identity.password:
             return SasCredential(identity.password)
         return X509Credential(self._chain) if self._chain else None
 
@@ -265,6 +297,60 @@ class AmqpConnection:
         info = {RETRY_AFTER: str(error.retry_after)} if error.retry_after is not None else None
         self._driver.reject(event.request_id, condition, json.dumps(body), info)
         self._flush()
+
+    # -- TPM SASL (protocol.md §4.4) -------------------------------------------------------
+
+    async def _tpm_challenge(self, event: TpmKeyRequested) -> None:
+        keys = event.keys
+        request = TpmChallengeRequest(
+            id_scope=keys.id_scope,
+            registration_id=keys.registration_id,
+            endorsement_key=keys.endorsement_key,
+            storage_root_key=keys.storage_root_key,
+        )
+        token = request_id.set(str(uuid.uuid4()))
+        try:
+            blob = await self._engine.tpm_challenge(request)
+        except Exception as error:
+            self._tpm_refused("challenge", error)
+            return
+        finally:
+            request_id.reset(token)
+        if not self._closed:
+            self._dispatch(self._driver.tpm_authentication_key(blob))
+
+    async def _tpm_token(self, event: TpmTokenPresented) -> None:
+        check = TpmTokenCheck(event.id_scope, event.registration_id, event.token)
+        token = request_id.set(str(uuid.uuid4()))
+        try:
+            await self._engine.check_tpm_token(check)
+        except Exception as error:
+            self._tpm_refused("token", error)
+            return
+        finally:
+            request_id.reset(token)
+        if not self._closed:
+            self._dispatch(self._driver.tpm_accept())
+
+    def _tpm_refused(self, step: str, error: Exception) -> None:
+        """An engine call of the TPM exchange failed: end SASL with the matching outcome."""
+        if isinstance(error, DpsError):
+            code = sasl_outcome(error)
+            log_event(
+                logger,
+                logging.INFO,
+                "device.amqp.tpm_refused",
+                transport=self._name,
+                step=step,
+                outcome=code.name.lower(),
+                error_code=error.error_code,
+                error=error.message,
+            )
+        else:  # a bug: refuse as a server failure, keep the trace in the log
+            code = SaslCode.SYS
+            log_event(logger, logging.ERROR, "device.amqp.internal_error", exc_info=error)
+        if not self._closed:
+            self._dispatch(self._driver.sasl_fail(f"TPM {step} refused", code))
 
     # -- timers ---------------------------------------------------------------------------
 

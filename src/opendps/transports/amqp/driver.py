@@ -5,8 +5,9 @@ connection/session/link state machines; its reactor, sockets and SSL are not use
 front door (and the client chain it keeps) stays ours. In front of proton sits our SASL layer
 (sasl.py explains why); the first 8 bytes choose the path (protocol.md §4.1):
 
-- `AMQP\\x03\\x01\\x00\\x00`: SASL (PLAIN with the SAS token as password, EXTERNAL), then the
-  plain AMQP header and the connection, handed to proton;
+- `AMQP\\x03\\x01\\x00\\x00`: SASL (PLAIN with the SAS token as password, EXTERNAL, or the
+  DPS `TPM` mechanism of tpm_sasl.py), then the plain AMQP header and the connection, handed
+  to proton;
 - `AMQP\\x00\\x01\\x00\\x00`: no SASL at all (X.509 devices: the TLS chain is the credential).
 
 The driver answers OPEN/BEGIN/ATTACH and DETACH/END/CLOSE itself (Node waits for each answer,
@@ -43,8 +44,11 @@ from proton import (
 
 from opendps.transports.amqp.sasl import (
     AMQP_HEADER,
+    EXTERNAL,
     HEADER_SIZE,
+    PLAIN,
     SASL_HEADER,
+    SaslCode,
     SaslEvent,
     SaslFailed,
     SaslIdentity,
@@ -52,6 +56,16 @@ from opendps.transports.amqp.sasl import (
     SaslResponseReceived,
     SaslServer,
     SaslSucceeded,
+)
+from opendps.transports.amqp.tpm_sasl import (
+    TPM,
+    KeyNeeded,
+    Refuse,
+    SendChallenge,
+    TokenPresented,
+    TpmKeys,
+    TpmSaslExchange,
+    TpmStep,
 )
 
 # Largest AMQP frame we accept (advertised in OPEN; proton refuses larger ones with a framing
@@ -75,6 +89,9 @@ LINK_CREDIT = 10
 MAX_LINKS = 16
 # Channels (sessions) a client may open; advertised in OPEN.
 MAX_CHANNELS = 8
+# sasl-mechanisms (protocol.md §4.1). uAMQP (C) fails unless its mechanism is listed; each DPS
+# client supports exactly one of these, so the order only keeps PLAIN first for generic clients.
+SASL_MECHANISMS = (PLAIN, EXTERNAL, TPM)
 
 # AMQP error conditions (AMQP 1.0 §2.8.15) used here.
 RESOURCE_LIMIT = "amqp:resource-limit-exceeded"
@@ -142,8 +159,38 @@ class ConnectionFailed:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class TpmKeyRequested:
+    """TPM SASL (protocol.md §4.4 step 3): get the `authenticationKey` blob for these keys from
+    the engine, then call `tpm_authentication_key()` (or `sasl_fail()`)."""
+
+    keys: TpmKeys
+
+
+@dataclass(frozen=True, slots=True)
+class TpmTokenPresented:
+    """TPM SASL step 5: have the engine check the token, then call `tpm_accept()` (or
+    `sasl_fail()`). The token is a credential: never log it."""
+
+    id_scope: str
+    registration_id: str
+    token: str
+
+    def __repr__(self) -> str:
+        return (
+            f"TpmTokenPresented(id_scope={self.id_scope!r}, "
+            f"registration_id={self.registration_id!r})"
+        )
+
+
 DriverEvent = (
-    RequestReceived | Authenticated | ConnectionFailed | SaslInitReceived | SaslResponseReceived
+    RequestReceived
+    | Authenticated
+    | ConnectionFailed
+    | TpmKeyRequested
+    | TpmTokenPresented
+    | SaslInitReceived
+    | SaslResponseReceived
 )
 
 
@@ -188,7 +235,8 @@ class AmqpServerConnection:
         sasl: SaslServer | None = None,
     ) -> None:
         self.limits = limits
-        self._sasl = sasl or SaslServer()
+        self._sasl = sasl or SaslServer(SASL_MECHANISMS, interactive_mechanisms=(TPM,))
+        self._tpm: TpmSaslExchange | None = None
         self._container_id = container_id
         self._header = bytearray()
         self._mode: str | None = None  # "sasl" | "amqp" | "closed"
@@ -277,14 +325,41 @@ class AmqpServerConnection:
             self._connection.close()
 
     def sasl_challenge(self, data: bytes) -> None:
-        """For interactive SASL mechanisms (TPM, a later issue)."""
-        self._sasl.challenge(data)
+        """For interactive SASL mechanisms other than TPM (which this class speaks itself)."""
+        if self._mode == "sasl":
+            self._sasl.challenge(data)
 
     def sasl_succeed(self, identity: SaslIdentity) -> list[DriverEvent]:
+        if self._mode != "sasl":
+            return []  # already failed (or closed) meanwhile
         return self._after_sasl([self._sasl.succeed(identity)])
 
-    def sasl_fail(self, reason: str) -> list[DriverEvent]:
-        return self._after_sasl([self._sasl.fail(reason)])
+    def sasl_fail(self, reason: str, code: SaslCode = SaslCode.AUTH) -> list[DriverEvent]:
+        """End SASL with outcome `code` and close (reason: safe to log, not sent)."""
+        if self._mode != "sasl":
+            return []
+        return self._after_sasl([self._sasl.fail(reason, code)])
+
+    def tpm_authentication_key(self, blob: bytes) -> list[DriverEvent]:
+        """The engine's answer to `TpmKeyRequested`: sent in chunks, one per client ACK."""
+        if self._mode != "sasl" or self._tpm is None:
+            return []
+        try:
+            step = self._tpm.key_ready(blob)
+        except ValueError as error:  # a blob the protocol cannot carry: our bug, not theirs
+            return self.sasl_fail(f"TPM: {error}", SaslCode.SYS)
+        return self._tpm_step(step)
+
+    def tpm_accept(self) -> list[DriverEvent]:
+        """The engine accepted the token of `TpmTokenPresented`: SASL succeeds, and requests
+        on this connection present that token as their SAS credential."""
+        if self._mode != "sasl" or self._tpm is None:
+            return []
+        try:
+            identity = self._tpm.accepted()
+        except ValueError as error:  # called out of turn: never let that become a success
+            return self.sasl_fail(f"TPM: {error}", SaslCode.SYS)
+        return self.sasl_succeed(identity)
 
     @property
     def ended(self) -> bool:
@@ -337,8 +412,27 @@ class AmqpServerConnection:
                 if self._sasl.remainder:
                     events.extend(self._feed_proton(self._sasl.remainder))
                 return events
-            events.append(event)
+            if isinstance(event, SaslInitReceived) and event.mechanism == TPM:
+                self._tpm = TpmSaslExchange()
+                events.extend(self._tpm_step(self._tpm.on_init(event.initial_response)))
+            elif isinstance(event, SaslResponseReceived) and self._tpm is not None:
+                events.extend(self._tpm_step(self._tpm.on_response(event.response)))
+            else:
+                events.append(event)
+            if self._mode != "sasl":
+                return events  # the TPM exchange refused: SASL failed and the rest is moot
         return events
+
+    def _tpm_step(self, step: TpmStep) -> list[DriverEvent]:
+        if isinstance(step, SendChallenge):
+            self._sasl.challenge(step.data)
+            return []
+        if isinstance(step, KeyNeeded):
+            return [TpmKeyRequested(step.keys)]
+        if isinstance(step, TokenPresented):
+            return [TpmTokenPresented(step.id_scope, step.registration_id, step.token)]
+        assert isinstance(step, Refuse)
+        return self.sasl_fail(f"TPM: {step.reason}")
 
     # -- proton ------------------------------------------------------------------------------
 

@@ -9,9 +9,9 @@ this module speaks it and hands proton the bytes after the SASL layer (the plain
 
 Mechanisms are pluggable: PLAIN and EXTERNAL complete at once (the token is checked later, per
 request, by the engine, as Azure does); a mechanism with a challenge-response exchange (the DPS
-`TPM` mechanism, protocol.md §4.4) is listed in `interactive_mechanisms`, and the server then
-reports `SaslInitReceived` / `SaslResponseReceived` and waits for the caller's `challenge()`,
-`succeed()` or `fail()`.
+`TPM` mechanism, protocol.md §4.4, spoken by tpm_sasl.py) is listed in `interactive_mechanisms`,
+and the server then reports `SaslInitReceived` / `SaslResponseReceived` and waits for the
+caller's `challenge()`, `succeed()` or `fail()`.
 """
 
 from __future__ import annotations
@@ -142,7 +142,9 @@ class SaslServer:
                 return [self._fail("not a SASL protocol header", send_outcome=False)]
             del self._buffer[:HEADER_SIZE]
             self._header_seen = True
-            self._outbound += SASL_HEADER + _frame(SASL_MECHANISMS, [_symbols(self._advertised)])
+            self._outbound += SASL_HEADER + encode_frame(
+                SASL_MECHANISMS, [Symbols(self._advertised)]
+            )
         while not self.done:
             frame = self._next_frame()
             if isinstance(frame, SaslFailed):
@@ -160,20 +162,26 @@ class SaslServer:
     # -- commands for interactive mechanisms --------------------------------------------------
 
     def challenge(self, data: bytes) -> None:
-        self._outbound += _frame(SASL_CHALLENGE, [data])
+        self._outbound += encode_frame(SASL_CHALLENGE, [data])
 
     def succeed(self, identity: SaslIdentity) -> SaslSucceeded:
-        self._outbound += _frame(SASL_OUTCOME, [_ubyte(SaslCode.OK)])
+        self._outbound += encode_frame(SASL_OUTCOME, [UByte(SaslCode.OK)])
         self._finish()
         return SaslSucceeded(identity)
 
-    def fail(self, reason: str) -> SaslFailed:
-        return self._fail(reason)
+    def fail(self, reason: str, code: SaslCode = SaslCode.AUTH) -> SaslFailed:
+        """Refuse with sasl-outcome `code`: AUTH for bad credentials, SYS_TEMP for "try again
+        later" (throttling, an unavailable store), SYS for our own failures."""
+        return self._fail(reason, code=code)
 
     # -- internals ---------------------------------------------------------------------------
 
     def _next_frame(self) -> tuple[int, list[object]] | SaslFailed | None:
         if len(self._buffer) < FRAME_HEADER.size:
+            return None
+        if self._mechanism in self._interactive and self._buffer.startswith(AMQP_HEADER[:4]):
+            # The client's AMQP header, pipelined after its last response before our outcome
+            # (no SASL frame starts so: it would claim ~1 GiB). Keep it for `remainder`.
             return None
         size, doff, frame_type, _channel = FRAME_HEADER.unpack_from(self._buffer)
         if frame_type != SASL_FRAME_TYPE or doff < 2 or size < doff * 4:
@@ -187,7 +195,7 @@ class SaslServer:
         self._frames += 1
         if self._frames > MAX_SASL_FRAMES:
             return self._fail("too many SASL frames")
-        decoded = _decode(body)
+        decoded = decode_frame_body(body)
         if decoded is None:
             return self._fail("undecodable SASL frame")
         return decoded
@@ -218,9 +226,11 @@ class SaslServer:
             return self.succeed(identity)
         return self.succeed(SaslIdentity(mechanism))
 
-    def _fail(self, reason: str, *, send_outcome: bool = True) -> SaslFailed:
+    def _fail(
+        self, reason: str, *, send_outcome: bool = True, code: SaslCode = SaslCode.AUTH
+    ) -> SaslFailed:
         if send_outcome and self._header_seen:
-            self._outbound += _frame(SASL_OUTCOME, [_ubyte(SaslCode.AUTH)])
+            self._outbound += encode_frame(SASL_OUTCOME, [UByte(code)])
         elif not self._header_seen:
             # AMQP 1.0 §2.2: answer an unsupported header with the one we speak, then close.
             self._outbound += SASL_HEADER
@@ -248,23 +258,21 @@ def parse_plain(response: bytes) -> SaslIdentity | None:
 # -- codec --------------------------------------------------------------------------------------
 
 
-class _UByte(int):
-    pass
+# Field types of encode_frame beyond binary (bytes) and string (str). Public: the simulator's
+# client side of the TPM mechanism writes its frames with the same codec.
+class UByte(int):
+    """An AMQP ubyte (sasl-outcome's code)."""
 
 
-def _ubyte(value: int) -> _UByte:
-    return _UByte(value)
+class Symbol(str):
+    """An AMQP symbol (sasl-init's mechanism)."""
 
 
-class _Symbols(tuple[str, ...]):
-    pass
+class Symbols(tuple[str, ...]):
+    """An array of symbols (sasl-mechanisms)."""
 
 
-def _symbols(names: tuple[str, ...]) -> _Symbols:
-    return _Symbols(names)
-
-
-def _frame(descriptor: int, fields: list[object]) -> bytes:
+def encode_frame(descriptor: int, fields: list[object]) -> bytes:
     """A SASL frame: 8-byte header (doff 2, type 1), then the described list."""
     data = Data()
     data.put_described()
@@ -273,14 +281,18 @@ def _frame(descriptor: int, fields: list[object]) -> bytes:
     data.put_list()
     data.enter()
     for value in fields:
-        if isinstance(value, _Symbols):
+        if isinstance(value, Symbols):
             data.put_array(False, Data.SYMBOL)
             data.enter()
             for name in value:
                 data.put_symbol(name)
             data.exit()
-        elif isinstance(value, _UByte):
+        elif isinstance(value, UByte):
             data.put_ubyte(int(value))
+        elif isinstance(value, Symbol):
+            data.put_symbol(str(value))
+        elif isinstance(value, str):
+            data.put_string(value)
         elif isinstance(value, bytes):
             data.put_binary(value)
         else:
@@ -291,7 +303,7 @@ def _frame(descriptor: int, fields: list[object]) -> bytes:
     return FRAME_HEADER.pack(FRAME_HEADER.size + len(body), 2, SASL_FRAME_TYPE, 0) + body
 
 
-def _decode(body: bytes) -> tuple[int, list[object]] | None:
+def decode_frame_body(body: bytes) -> tuple[int, list[object]] | None:
     """A frame body → (descriptor, fields); None for anything that is not a described list."""
     data = Data()
     try:

@@ -21,13 +21,19 @@ from opendps.engine.api import (
     OperationStatusRequest,
     RegisterRequest,
     SasCredential,
+    TpmChallengeRequest,
     X509Credential,
 )
 from opendps.model.errors import BODY_TOO_LARGE, INTERNAL_ERROR, DpsError
 from opendps.observability.logging import log_event, request_id
 from opendps.tls.server import EXTRA_PEER_CHAIN
-from opendps.transports.bodies import parse_device_registration
-from opendps.transports.http.render import render_error, render_operation, render_registration
+from opendps.transports.bodies import parse_device_registration, tpm_challenge_body
+from opendps.transports.http.render import (
+    json_response,
+    render_error,
+    render_operation,
+    render_registration,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +74,27 @@ class _DeviceHandlers:
     async def register(self, request: web.Request) -> web.StreamResponse:
         async def call() -> web.StreamResponse:
             body = parse_device_registration(await _read_body(request, self._max_body))
+            credential = _credential(request)
+            if credential is None and body.tpm is not None:
+                # A TPM device's first request: answer 401 with the key its TPM must import
+                # (protocol.md §1.5, §6.2); it repeats the request with a SAS signed by it.
+                blob = await self._engine.tpm_challenge(
+                    TpmChallengeRequest(
+                        id_scope=request.match_info["id_scope"],
+                        registration_id=request.match_info["registration_id"],
+                        endorsement_key=body.tpm.endorsement_key,
+                        storage_root_key=body.tpm.storage_root_key,
+                        body_registration_id=body.registration_id,
+                    )
+                )
+                return json_response(
+                    tpm_challenge_body(blob), status=401, request_id=_current_request_id()
+                )
             result = await self._engine.register(
                 RegisterRequest(
                     id_scope=request.match_info["id_scope"],
                     registration_id=request.match_info["registration_id"],
-                    credential=_credential(request),
+                    credential=credential,
                     payload=body.payload,
                     body_registration_id=body.registration_id,
                 )

@@ -30,6 +30,7 @@ from opendps.tls.server import TlsServer, start_tls_server
 from opendps.transports.amqp.adapter import amqp_protocol_factory
 from opendps.transports.amqp.driver import AmqpLimits
 from opendps.transports.amqp.websocket import AMQP_SUBPROTOCOL, amqp_websocket_handler
+from opendps.transports.http.routes import add_device_routes
 from opendps.transports.websocket import add_websocket_route
 
 LOOPBACK = "127.0.0.1"
@@ -90,6 +91,7 @@ async def start_servers(world: World, pki: Any, limits: AmqpLimits) -> Servers:
         context=context,
     )
     app = web.Application()
+    add_device_routes(app, world.engine)  # HTTPS devices too, for the simulator's TPM flows
     add_websocket_route(
         app, {AMQP_SUBPROTOCOL: amqp_websocket_handler(world.engine, spawn=tasks.spawn)}
     )

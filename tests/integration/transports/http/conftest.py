@@ -15,6 +15,8 @@ from opendps.engine.api import (
     OperationStatusRequest,
     RegisterRequest,
     RegistrationResult,
+    TpmChallengeRequest,
+    TpmTokenCheck,
 )
 from opendps.model.hub import AllocationPolicy
 from opendps.model.instance import Instance
@@ -79,6 +81,12 @@ class _Forward:
 
     async def registration_status(self, request: DeviceStatusRequest) -> RegistrationResult:
         return await self._world.engine.registration_status(request)
+
+    async def tpm_challenge(self, request: TpmChallengeRequest) -> bytes:
+        return await self._world.engine.tpm_challenge(request)
+
+    async def check_tpm_token(self, request: TpmTokenCheck) -> None:
+        await self._world.engine.check_tpm_token(request)
 
 
 @pytest.fixture

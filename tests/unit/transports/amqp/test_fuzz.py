@@ -11,10 +11,14 @@ from opendps.transports.amqp.driver import (
     Authenticated,
     ConnectionFailed,
     RequestReceived,
+    TpmKeyRequested,
+    TpmTokenPresented,
 )
 from opendps.transports.amqp.sasl import AMQP_HEADER, SASL_HEADER
 
-OUR_EVENTS = (Authenticated, ConnectionFailed, RequestReceived)
+from .sasl_frames import STORAGE_ROOT_KEY, response, tpm_init
+
+OUR_EVENTS = (Authenticated, ConnectionFailed, RequestReceived, TpmKeyRequested, TpmTokenPresented)
 
 
 def feed_all(chunks: list[bytes]) -> AmqpServerConnection:
@@ -37,6 +41,21 @@ def test_arbitrary_bytes_after_a_valid_header_never_raise(
     header: bytes, chunks: list[bytes]
 ) -> None:
     feed_all([header, *chunks])
+
+
+@given(st.lists(st.binary(max_size=600), max_size=6), st.binary(max_size=2000))
+def test_arbitrary_tpm_sasl_responses_and_keys_never_raise(
+    responses: list[bytes], blob: bytes
+) -> None:
+    server = feed_all([SASL_HEADER + tpm_init(), response(b"\x00" + STORAGE_ROOT_KEY)])
+    server.tpm_authentication_key(blob)
+    server.data_to_send()
+    for data in responses:
+        events = server.receive_data(response(data))
+        assert all(isinstance(event, OUR_EVENTS) for event in events)
+        server.data_to_send()
+    server.tpm_accept()
+    server.data_to_send()
 
 
 @given(st.binary(min_size=1, max_size=200))
