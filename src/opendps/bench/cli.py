@@ -60,7 +60,7 @@ def bench(
             "(one symmetric-key group, per-device derived keys) or x509 (one individual "
             "enrollment per device with its own self-signed certificate, CN = registration ID)."
         ),
-    ] = "individual",
+    ] = "group",
     store: Annotated[
         str, typer.Option(help=f"Store of the started server: {', '.join(STORES)}.")
     ] = "sqlite",

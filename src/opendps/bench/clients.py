@@ -21,11 +21,14 @@ import json
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import aiohttp
 
 from opendps.model.errors import DpsError
+from opendps.simulator import amqp as simulator_amqp
+from opendps.simulator.api import DeviceParams
 from opendps.transports.mqtt.packets import (
     Connack,
     ConnackCode,
@@ -274,6 +277,30 @@ async def hold_mqtt_connection(
         raise BenchClientError("no answer within the deadline") from None
     except (OSError, ssl.SSLError, MqttProtocolError) as err:
         raise BenchClientError(f"{type(err).__name__}: {err}") from None
+
+
+async def register_amqp(target: Target, ca_file: str, device: Device) -> None:
+    """One AMQP registration on a new TLS connection, with the simulator's proton client (an
+    AMQP client is far more than the few MQTT packets above; the simulator's is the one we have).
+    It uses the default client TLS settings, not --tls-version."""
+    params = DeviceParams(
+        host=target.host,
+        port=target.port,
+        id_scope=device.id_scope,
+        registration_id=device.registration_id,
+        sas_token=device.sas_token,
+        certificate=None,
+        key=None,
+        payload=None,
+        ca_file=Path(ca_file),
+    )
+    try:
+        async with asyncio.timeout(DEADLINE_SECONDS):
+            outcome = await simulator_amqp.register_amqp(params, websocket=False)
+    except TimeoutError:
+        raise BenchClientError("no answer within the deadline") from None
+    if not outcome.assigned:
+        raise BenchClientError(f"not assigned: {json.dumps(outcome.body)[:200]}")
 
 
 async def register_https(

@@ -32,13 +32,14 @@ from opendps.bench.clients import (
     Target,
     client_context,
     hold_mqtt_connection,
+    register_amqp,
     register_https,
     register_mqtt,
     yardstick_cycle,
 )
 
 # `idle`: open one MQTT connection per name, CONNECT, and hold them all until released.
-Workload = Literal["https", "mqtt", "mqtt-ws", "yardstick", "idle"]
+Workload = Literal["https", "mqtt", "mqtt-ws", "amqp", "yardstick", "idle"]
 PROGRESS_INTERVAL_SECONDS = 0.2
 # Error messages kept per worker for the report: enough to see what went wrong.
 MAX_ERROR_SAMPLES = 5
@@ -337,6 +338,8 @@ def _action(job: LoadJob, context: ssl.SSLContext) -> Callable[[str], Awaitable[
 
     if job.workload == "https":
         return lambda name: register_https(job.target, device_context(name), _device(job, name))
+    if job.workload == "amqp":
+        return lambda name: register_amqp(job.target, job.ca_file, _device(job, name))
     websocket = job.workload == "mqtt-ws"
     return lambda name: register_mqtt(
         job.target, device_context(name), _device(job, name), websocket=websocket

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from opendps.bench.clients import Target
 from opendps.bench.load import LoadJob, Workload, run_load, split_names
@@ -41,7 +41,7 @@ from opendps.bench.server import (
 )
 from opendps.bench.yardstick import find_mosquitto, running_mosquitto
 
-TRANSPORTS = ("mqtt", "https", "mqtt-ws")
+TRANSPORTS = ("mqtt", "https", "mqtt-ws", "amqp")
 ATTESTATIONS = ("individual", "group", "x509")
 STORES = ("sqlite", "postgresql")
 # Registrations before the measured phase: enough to fill caches and pools, few enough to be
@@ -69,7 +69,7 @@ class BenchParams:
     concurrency: int = 50
     processes: int = 1
     transport: str = "mqtt"
-    attestation: str = "individual"
+    attestation: str = "group"
     store: str = "sqlite"
     database: str | None = None
     workers: int = 1
@@ -140,7 +140,8 @@ class _Run:
         return self.params.attestation == "x509"
 
     def device_target(self) -> Target:
-        port = self.info.https_port if self.params.transport != "mqtt" else self.info.mqtt_port
+        ports = {"mqtt": self.info.mqtt_port, "amqp": self.info.amqp_port}
+        port = ports.get(self.params.transport, self.info.https_port)
         return Target(self.dial_host, port, self.info.host)
 
 
@@ -178,6 +179,8 @@ def run_bench(params: BenchParams, progress: Progress) -> BenchReport:
 def _check(params: BenchParams) -> None:
     if params.transport not in TRANSPORTS:
         raise BenchError(f"transport {params.transport!r} is not benched yet; use {TRANSPORTS}")
+    if params.transport == "amqp" and params.attestation == "x509":
+        raise BenchError("x509 is benched over mqtt, mqtt-ws and https; amqp takes SAS devices")
     if params.attestation not in ATTESTATIONS:
         raise BenchError(
             f"attestation {params.attestation!r} is not benched yet; use {ATTESTATIONS}"
@@ -221,11 +224,7 @@ def _enroll(run: _Run, admin: AdminSession, names: list[str]) -> None:
 
 
 def _measure_devices(run: _Run, label: str, names: list[str]) -> PhaseFigures:
-    workload: Workload = (
-        "mqtt-ws"
-        if run.params.transport == "mqtt-ws"
-        else ("https" if run.params.transport == "https" else "mqtt")
-    )
+    workload = cast(Workload, run.params.transport)  # _check: one of TRANSPORTS
     return _measure(run, label, run.jobs(workload, run.device_target(), names), run.server_pid)
 
 

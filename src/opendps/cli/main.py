@@ -132,7 +132,8 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _serve(*, config: ConfigOption = None, **values: Any) -> None:
-    """Run the server: HTTPS (device, service and admin APIs) (one process, or --workers N processes sharing the ports).
+    """Run the server: HTTPS (device, service and admin APIs), MQTT and AMQP listeners; one
+    process, or --workers N processes sharing the ports.
 
     Creates the data dir on first start (SQLite database, dev CA, server certificate, admin
     key, default instance with its owner policy and built-in hub) and reuses it afterwards.

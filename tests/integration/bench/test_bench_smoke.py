@@ -62,7 +62,7 @@ def test_bench_json_over_mqtt_registers_every_device() -> None:
 
 @pytest.mark.parametrize(
     ("transport", "attestation"),
-    [("https", "individual"), ("mqtt-ws", "group"), ("mqtt", "x509")],
+    [("https", "individual"), ("mqtt-ws", "group"), ("mqtt", "x509"), ("amqp", "group")],
 )
 def test_bench_registers_every_device_over(transport: str, attestation: str) -> None:
     params = BenchParams(
