@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
+import functools
 import hmac
 import re
 from dataclasses import dataclass
@@ -82,20 +82,19 @@ def parse_sas_token(value: str) -> SasToken:
 def compute_signature(key_b64: str, sr: str, expiry: int) -> bytes:
     """HMAC-SHA256(base64decode(key), sr + "\\n" + se)."""
     key = base64.b64decode(key_b64)
-    return hmac.new(key, f"{sr}\n{expiry}".encode(), hashlib.sha256).digest()
+    return hmac.digest(key, f"{sr}\n{expiry}".encode(), "sha256")
 
 
-def _signed_forms(sr_raw: str) -> list[str]:
+# Memoized: one registration checks its token against several keys (a group's primary and
+# secondary, found by scan and then confirmed), each over the same forms of the same `sr`.
+@functools.lru_cache(maxsize=256)
+def _signed_forms(sr_raw: str) -> tuple[str, ...]:
     # The raw form first (what every known client signs), then the canonical encodings other
     # SDKs produce: upper-case hex (Python, C#), lower-case hex (C), and quote_plus.
     decoded = unquote(sr_raw)
     upper = quote(decoded, safe="")
     forms = [sr_raw, upper, _lower_hex(upper), quote_plus(decoded), decoded]
-    unique: list[str] = []
-    for form in forms:
-        if form not in unique:
-            unique.append(form)
-    return unique
+    return tuple(dict.fromkeys(forms))
 
 
 def _lower_hex(encoded: str) -> str:
@@ -110,7 +109,9 @@ def verify_signature(token: SasToken, key_b64: str) -> bool:
         return False
     matched = False
     for form in _signed_forms(token.sr_raw):
-        expected = hmac.new(key, f"{form}\n{token.expiry}".encode(), hashlib.sha256).digest()
+        # hmac.digest: OpenSSL's one-shot HMAC, no Python HMAC object (this runs ten times for
+        # every token checked against a key pair: five `sr` forms, two keys).
+        expected = hmac.digest(key, f"{form}\n{token.expiry}".encode(), "sha256")
         # Every form is checked (no early exit), so timing does not reveal which one matched.
         matched |= hmac.compare_digest(expected, token.signature)
     return matched

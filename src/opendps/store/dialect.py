@@ -8,25 +8,30 @@ Modelled on Synapse's `BaseDatabaseEngine` (synapse/storage/engines/_base.py): t
 - whether write transactions must queue in-process (`write_slot`).
 
 The store marks each transaction with execution options before BEGIN; a dialect's `begin`
-hook reads them: `WRITE_OPTION` (the transaction will write) and `MIGRATION_OPTION` (schema
-migration: SQLite turns foreign keys off so batch table rebuilds cannot cascade-delete;
-PostgreSQL takes an advisory lock so two nodes starting together migrate one after the other).
+hook reads them: `WRITE_OPTION` (the transaction will write), `SINGLE_READ_OPTION` (a read of
+one statement, which SQLite runs without BEGIN: one SELECT is already a consistent snapshot) and
+`MIGRATION_OPTION` (schema migration: SQLite turns foreign keys off so batch table rebuilds
+cannot cascade-delete; PostgreSQL takes an advisory lock so two nodes starting together migrate
+one after the other).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 WRITE_OPTION = "opendps_write"
+SINGLE_READ_OPTION = "opendps_single_read"
 MIGRATION_OPTION = "opendps_migration"
 
 ConflictInsert = sqlite.Insert | postgresql.Insert
+R = TypeVar("R")
 
 
 class SqlDialect:
@@ -53,6 +58,22 @@ class SqlDialect:
     async def write_slot(self) -> AsyncIterator[None]:
         """Held around every write transaction; the default lets writers run concurrently."""
         yield
+
+    async def run_transaction(
+        self, engine: AsyncEngine, options: Mapping[str, bool], call: Callable[[Connection], R]
+    ) -> R:
+        """Run `call` on a connection inside one transaction begun with `options`; commit.
+
+        The default bridges the async engine (SQLAlchemy's greenlet adapter). A dialect may run
+        the whole synchronous `call` elsewhere (SQLite: in a thread, see store/sqlite.py).
+        """
+        async with engine.connect() as conn:
+            await conn.execution_options(**options)
+            async with conn.begin():
+                return await conn.run_sync(call)
+
+    async def close(self) -> None:
+        """Release what `run_transaction` holds besides the engine (called by SqlStore.close)."""
 
     # -- built on conflict_insert ------------------------------------------------------------
     def upsert(self, table: sa.Table, *, keys: Sequence[str], update: Sequence[str]) -> sa.Insert:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -50,7 +51,7 @@ from opendps.model.registration import Operation, RegistrationState
 from opendps.model.tpm import TpmChallenge
 from opendps.observability.logging import log_event
 from opendps.store import codec, tables
-from opendps.store.dialect import WRITE_OPTION, SqlDialect
+from opendps.store.dialect import SINGLE_READ_OPTION, WRITE_OPTION, SqlDialect
 from opendps.store.groupcommit import GroupCommitter
 from opendps.store.interface import Page, Store
 
@@ -174,8 +175,7 @@ def put_row_txn(
         return inserted
     changed = [name for name in row if name not in keys and name != "created_at"]
     if if_match is None:
-        stmt = txn.dialect.upsert(table, keys=keys, update=changed).values(row).returning(*table.c)
-        return txn.execute(stmt).one()
+        return txn.execute(_upsert_returning(txn.dialect, kind, tuple(changed)), row).one()
     where = _key_of(kind, row)
     if if_match != "*":
         where.append(table.c.etag == if_match)
@@ -196,7 +196,28 @@ def _contradiction(txn: Txn, kind: Keyed, row: Mapping[str, Any], label: str) ->
 
 
 def get_row_txn(txn: Txn, kind: Keyed, owner: Sequence[str], key: str) -> Row | None:
-    return txn.execute(sa.select(kind.table).where(*kind.where(owner, key))).first()
+    values = [*owner, registration_key(key)]
+    params = {f"key_{n}": value for n, value in enumerate(values)}
+    return txn.execute(_select_by_key(kind), params).first()
+
+
+# Hot-path statements are built once and executed with parameters. Building a Core statement
+# and deriving its cache key cost ~200 Python calls each time; a prebuilt statement memoizes its
+# cache key, so a registration's reads and writes skip that work (docs/performance.md).
+@functools.cache
+def _select_by_key(kind: Keyed) -> sa.Select[Any]:
+    where = [
+        kind.table.c[name] == sa.bindparam(f"key_{n}") for n, name in enumerate(kind.key_columns)
+    ]
+    return sa.select(kind.table).where(*where)
+
+
+# Bounded: one entry per (dialect, table, column set); a process has one dialect, tests many.
+@functools.lru_cache(maxsize=64)
+def _upsert_returning(dialect: SqlDialect, kind: Keyed, changed: tuple[str, ...]) -> sa.Insert:
+    """INSERT … ON CONFLICT DO UPDATE `changed` … RETURNING, values given at execution."""
+    table = kind.table
+    return dialect.upsert(table, keys=kind.key_columns, update=changed).returning(*table.c)
 
 
 def delete_row_txn(
@@ -306,6 +327,13 @@ def get_instance_where_txn(txn: Txn, where: sa.ColumnElement[bool]) -> Row | Non
 
 def get_where_txn(txn: Txn, table: sa.Table, where: sa.ColumnElement[bool]) -> Row | None:
     return txn.execute(sa.select(table).where(where)).first()
+
+
+# Read transactions that run exactly one SELECT: the dialect may skip BEGIN for them
+# (SINGLE_READ_OPTION). A read that runs several statements must not be listed here.
+_SINGLE_STATEMENT_READS: frozenset[Callable[..., Any]] = frozenset(
+    {get_row_txn, get_where_txn, get_instance_where_txn}
+)
 
 
 def list_instances_txn(txn: Txn) -> list[Row]:
@@ -472,6 +500,16 @@ def record_registrations_txn(txn: Txn, records: Sequence[RegistrationRecord]) ->
     return [stored[position] for position in range(len(records))]
 
 
+def put_hub_devices_txn(txn: Txn, rows: Sequence[dict[str, Any]]) -> list[Row]:
+    """Upsert every hub device row; the stored rows, in order. Written in key order (stable, so
+    the last write of one device wins), like record_registrations_txn, for the same reason."""
+    by_key = sorted(range(len(rows)), key=lambda n: (rows[n]["hub_key"], rows[n]["device_key"]))
+    stored: dict[int, Row] = {}
+    for position in by_key:
+        stored[position] = upsert_row_txn(txn, DEVICES, rows[position])
+    return [stored[position] for position in range(len(rows))]
+
+
 def list_meters_txn(txn: Txn, instance_id: str, since: date | None) -> list[Row]:
     table = tables.meters
     query = sa.select(table).where(table.c.instance_id == instance_id)
@@ -499,6 +537,10 @@ class SqlStore:
         self._engine = engine
         self._dialect = dialect
         self._registrations = GroupCommitter(self._commit_registrations)
+        # Built-in hub devices are written once per first registration, just before its
+        # record_registration: batched the same way, concurrent registrations share one
+        # transaction (and one fsync) for them instead of queueing one by one for the write slot.
+        self._hub_devices = GroupCommitter(self._commit_hub_devices)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -517,13 +559,18 @@ class SqlStore:
     async def close(self) -> None:
         # Writes of registrations whose callers were cancelled (a drain) still commit first.
         await self._registrations.wait_idle()
+        await self._hub_devices.wait_idle()
+        await self._dialect.close()
         await self._engine.dispose()
 
     # -- running transactions --------------------------------------------------------------------
     async def _read(
         self, desc: str, func: Callable[Concatenate[Txn, P], R], *args: P.args, **kwargs: P.kwargs
     ) -> R:
-        return await self._interact(desc, False, lambda txn: func(txn, *args, **kwargs))
+        single = func in _SINGLE_STATEMENT_READS
+        return await self._interact(
+            desc, False, lambda txn: func(txn, *args, **kwargs), single_read=single
+        )
 
     async def _write(
         self, desc: str, func: Callable[Concatenate[Txn, P], R], *args: P.args, **kwargs: P.kwargs
@@ -548,7 +595,9 @@ class SqlStore:
             what = "Instance" if len(instance_ids) == 1 else "One of the instances"
             raise DpsError(INSTANCE_NOT_FOUND, f"{what} {names} does not exist.") from None
 
-    async def _interact(self, desc: str, write: bool, call: Callable[[Txn], R]) -> R:
+    async def _interact(
+        self, desc: str, write: bool, call: Callable[[Txn], R], *, single_read: bool = False
+    ) -> R:
         """Run `call` in one transaction named `desc`, retrying it on deadlock or serialization failure.
 
         Write transactions first take the dialect's write slot (SQLite: one writer at a time).
@@ -559,7 +608,7 @@ class SqlStore:
             try:
                 slot = self._dialect.write_slot() if write else contextlib.nullcontext()
                 async with slot:
-                    return await self._once(desc, write, call)
+                    return await self._once(desc, write, call, single_read=single_read)
             except sa.exc.DBAPIError as error:
                 if not self._dialect.is_retryable(error):
                     raise
@@ -572,12 +621,15 @@ class SqlStore:
                 await asyncio.sleep(RETRY_BACKOFF_SECONDS * attempt)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _once(self, desc: str, write: bool, call: Callable[[Txn], R]) -> R:
+    async def _once(
+        self, desc: str, write: bool, call: Callable[[Txn], R], *, single_read: bool = False
+    ) -> R:
         started = time.monotonic()
-        async with self._engine.connect() as conn:
-            await conn.execution_options(**{WRITE_OPTION: write})
-            async with conn.begin():
-                result = await conn.run_sync(lambda sync_conn: call(Txn(sync_conn, self._dialect)))
+        result = await self._dialect.run_transaction(
+            self._engine,
+            {WRITE_OPTION: write, SINGLE_READ_OPTION: single_read},
+            lambda sync_conn: call(Txn(sync_conn, self._dialect)),
+        )
         elapsed = time.monotonic() - started
         if elapsed > SLOW_TXN_SECONDS:
             log_event(
@@ -1048,10 +1100,32 @@ class SqlStore:
     # -- built-in hub devices --------------------------------------------------------------------
     async def put_hub_device(self, device: HubDevice) -> HubDevice:
         row = codec.hub_device_to_row(device)
-        stored = await self._owned_write(
-            "put_hub_device", [device.instance_id], upsert_row_txn, DEVICES, row
-        )
+        stored = await self._hub_devices.submit(row)
         return codec.row_to_hub_device(stored)
+
+    async def _commit_hub_devices(
+        self, rows: Sequence[dict[str, Any]]
+    ) -> Sequence[Row | Exception]:
+        """One transaction for a batch of put_hub_device calls (as _commit_registrations)."""
+        instance_ids = sorted({row["instance_id"] for row in rows})
+        try:
+            return await self._owned_write(
+                "put_hub_devices", instance_ids, put_hub_devices_txn, rows
+            )
+        except DpsError:
+            # An instance was deleted under one of the devices: settle each on its own.
+            if len(rows) == 1:
+                raise
+        outcomes: list[Row | Exception] = []
+        for row in rows:
+            try:
+                stored = await self._owned_write(
+                    "put_hub_devices", [row["instance_id"]], put_hub_devices_txn, [row]
+                )
+                outcomes.append(stored[0])
+            except DpsError as error:
+                outcomes.append(error)
+        return outcomes
 
     async def get_hub_device(self, hub_host_name: str, device_id: str) -> HubDevice | None:
         owner = [registration_key(hub_host_name)]

@@ -106,8 +106,10 @@ class TlsStateError(RuntimeError):
     """The caller used the session in a state that does not allow it (a bug in the caller)."""
 
 
-_CAN_SEND = frozenset({TlsSessionState.OPEN, TlsSessionState.PEER_CLOSED})
-_CAN_RECEIVE = frozenset({TlsSessionState.HANDSHAKING, TlsSessionState.OPEN})
+# Tuples, not sets: membership in a tuple compares by identity first, while a set would hash the
+# member, and Enum.__hash__ is a Python-level call on every record in and out.
+_CAN_SEND = (TlsSessionState.OPEN, TlsSessionState.PEER_CLOSED)
+_CAN_RECEIVE = (TlsSessionState.HANDSHAKING, TlsSessionState.OPEN)
 
 
 class TlsSession:

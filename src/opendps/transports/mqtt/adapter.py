@@ -182,17 +182,16 @@ class MqttConnection:
 
     async def _answer(self, event: PublishReceived) -> None:
         rid = extract_rid(event.topic)
-        tracking_id = str(uuid.uuid4())
         try:
             status = await self._call_engine(event)
             topic = response_topic(200 if status.is_terminal else 202, rid, status.retry_after)
             payload = encode_json(operation_body(status))
         except DpsError as error:
-            topic, payload = self._error_answer(error, rid, tracking_id, event.topic)
+            topic, payload = self._error_answer(error, rid, event.topic)
         except Exception as error:  # a bug: answer like Azure, keep the trace in the log
             log_event(logger, logging.ERROR, "device.mqtt.internal_error", exc_info=error)
             topic, payload = self._error_answer(
-                DpsError(INTERNAL_ERROR, "Internal error."), rid, tracking_id, event.topic
+                DpsError(INTERNAL_ERROR, "Internal error."), rid, event.topic
             )
         if self._session.state is not SessionState.CONNECTED:
             return  # the device left before its answer was ready
@@ -225,9 +224,7 @@ class MqttConnection:
             )
         )
 
-    def _error_answer(
-        self, error: DpsError, rid: str, tracking_id: str, request_topic: str
-    ) -> tuple[str, bytes]:
+    def _error_answer(self, error: DpsError, rid: str, request_topic: str) -> tuple[str, bytes]:
         """The one place a DpsError becomes MQTT: `res/<http status>` + the DPS error body."""
         log_event(
             logger,
@@ -239,18 +236,29 @@ class MqttConnection:
             error_code=error.error_code,
             error=error.message,
         )
+        # The tracking ID exists only for error bodies; a success costs no uuid4 (an urandom call).
         body = error_body(
-            error, tracking_id=tracking_id, timestamp_utc=format_utc(datetime.now(UTC))
+            error, tracking_id=str(uuid.uuid4()), timestamp_utc=format_utc(datetime.now(UTC))
         )
         return response_topic(error.http_status, rid, error.retry_after), encode_json(body)
 
     # -- timers -------------------------------------------------------------------------------
 
     def _schedule(self) -> None:
-        self._cancel_timer()
+        """Keep one timer at or before the session's deadline.
+
+        Every packet moves the keep-alive deadline later; re-arming on each one would create and
+        cancel a timer per packet. A timer that fires early finds the deadline not yet due
+        (`check_deadline` returns nothing) and is re-armed at the current one.
+        """
         deadline = self._session.deadline
-        if deadline is not None and not self._closed:
-            self._timer = self._loop.call_at(deadline, self._on_deadline)
+        if deadline is None or self._closed:
+            self._cancel_timer()
+            return
+        if self._timer is not None and self._timer.when() <= deadline:
+            return
+        self._cancel_timer()
+        self._timer = self._loop.call_at(deadline, self._on_deadline)
 
     def _on_deadline(self) -> None:
         self._timer = None
