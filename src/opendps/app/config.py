@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from opendps.allocation.custom import DEFAULT_WEBHOOK_TIMEOUT_SECONDS
+from opendps.app.maintenance import DEFAULT_OPERATION_RETENTION_SECONDS
 from opendps.engine.api import (
     DEFAULT_INSTANCE_REGISTRATIONS_PER_SECOND,
     DEFAULT_POLL_LIMIT,
@@ -230,6 +231,14 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "operation_retention",
+        Kind.SECONDS,
+        DEFAULT_OPERATION_RETENTION_SECONDS,
+        "Seconds an operation is kept after its last change, for devices to poll; older ones "
+        "are pruned every 5 minutes (with expired TPM challenges).",
+        minimum=60,
+    ),
+    Setting(
         "tpm_challenge_ttl",
         Kind.SECONDS,
         DEFAULT_TPM_CHALLENGE_TTL_SECONDS,
@@ -343,6 +352,7 @@ class Settings:
     workers: int = 1
     instance_registration_rate: int = int(DEFAULT_INSTANCE_REGISTRATIONS_PER_SECOND)
     device_poll_limit: int = DEFAULT_POLL_LIMIT
+    operation_retention: float = DEFAULT_OPERATION_RETENTION_SECONDS
     tpm_challenge_ttl: float = DEFAULT_TPM_CHALLENGE_TTL_SECONDS
     webhook_timeout: float = DEFAULT_WEBHOOK_TIMEOUT_SECONDS
     webhook_tls_verify: str = "on"

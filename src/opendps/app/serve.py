@@ -31,6 +31,7 @@ from aiohttp import web
 
 from opendps.app import tasks
 from opendps.app.config import MAX_PORT, PORT_FALLBACK_OFFSET, Settings, redact_database_url
+from opendps.app.maintenance import prune_forever
 from opendps.app.status import (
     Endpoints,
     ServerState,
@@ -291,8 +292,18 @@ async def run(
             )
             fallbacks = tuple(bound.fallback for bound in (https, mqtt, amqp) if bound.fallback)
             on_ready(RunningServerInfo(status, os.getpid(), fallbacks))
+            pruning = tasks.spawn(
+                prune_forever(
+                    app.store,
+                    app.context.clock,
+                    operation_retention_seconds=settings.operation_retention,
+                ),
+                "prune operations and TPM challenges",
+            )
             await stop.wait()
             log_event(logger, logging.INFO, "server.stopping")
+            # Housekeeping is not in-flight work: it must not hold up the drain.
+            pruning.cancel()
         finally:
             await _drain(app, runner, servers)
             if wrote_state:
