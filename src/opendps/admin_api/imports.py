@@ -10,6 +10,8 @@ and lists each failed line with its DPS error.
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 import json
 
 from aiohttp import web
@@ -38,8 +40,19 @@ IMPORT_READ_CHUNK_BYTES = 64 * 1024
 MAX_REPORTED_IMPORT_ERRORS = 1000
 
 
+# Parsed batches waiting for the writer: one, so the next batch is parsed while the previous
+# one is written (the database's work overlaps ours) and the request holds at most three.
+IMPORT_BATCHES_AHEAD = 1
+
+_Batch = tuple[list[IndividualEnrollment], list[tuple[int, str]]]  # enrollments, (line, ID)s
+
+
 class _ImportRun:
-    """Counts, batches and errors of one import request."""
+    """Counts, batches and errors of one import request.
+
+    Two coroutines share it: `read` parses items into batches and `write` stores them, in
+    order, one transaction each, while `read` goes on with the next batch.
+    """
 
     def __init__(self, ctx: ServiceContext, instance: Instance) -> None:
         self._ctx = ctx
@@ -48,11 +61,42 @@ class _ImportRun:
         # (the last one wins, as separate PUTs would), and no transaction writes a key twice.
         self._batch: dict[str, IndividualEnrollment] = {}
         self._batch_lines: list[tuple[int, str]] = []
-        self.imported = 0
+        # `None` after the last batch: the writer stops.
+        self._ready: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=IMPORT_BATCHES_AHEAD)
+        self.imported = 0  # only lines whose transaction has committed
         self.failed = 0
-        self.errors: list[ImportLineError] = []
+        # The failed lines with the lowest numbers, as a max-heap on the line number: the
+        # writer reports a batch's lines after the reader reported later ones.
+        self._errors: list[tuple[int, int, ImportLineError]] = []
 
-    async def add(self, item: ImportItem) -> None:
+    async def read(self, request: web.Request, splitter: ImportSplitter) -> None:
+        """Parse the whole body into batches for `write`, then tell it that was the last."""
+        try:
+            async for chunk in request.content.iter_chunked(IMPORT_READ_CHUNK_BYTES):
+                for item in splitter.feed(chunk):
+                    await self._add(item)
+            for item in splitter.finish():
+                await self._add(item)
+        except MalformedImport as err:
+            # Items before the break are kept; the break itself is reported like a failed line.
+            reason = f"The body is malformed: {err.reason}."
+            self.fail(err.number, None, DpsError(INVALID_BODY, reason))
+        await self._hand_over()
+        await self._ready.put(None)
+
+    async def write(self) -> None:
+        """Store the batches `read` hands over, in order, until it has no more."""
+        while (batch := await self._ready.get()) is not None:
+            enrollments, lines = batch
+            try:
+                await self._ctx.store.import_individual_enrollments(enrollments)
+                self.imported += len(lines)
+            except DpsError as err:
+                # The store refused the whole transaction; every line of the batch failed.
+                for number, registration_id in lines:
+                    self.fail(number, registration_id, err)
+
+    async def _add(self, item: ImportItem) -> None:
         registration_id: str | None = None
         try:
             data = _decode(item)
@@ -65,7 +109,7 @@ class _ImportRun:
         self._batch[registration_key(enrollment.registration_id)] = enrollment
         self._batch_lines.append((item.number, enrollment.registration_id))
         if len(self._batch) >= IMPORT_BATCH_SIZE:
-            await self.flush()
+            await self._hand_over()
 
     async def _enrollment(self, data: dict[str, object]) -> IndividualEnrollment:
         wire = service_schemas.parse_object(service_schemas.IndividualEnrollment, data)
@@ -83,37 +127,37 @@ class _ImportRun:
             updated_at=now,
         )
 
-    async def flush(self) -> None:
+    async def _hand_over(self) -> None:
         if not self._batch:
             return
-        batch, lines = list(self._batch.values()), self._batch_lines
+        batch: _Batch = (list(self._batch.values()), self._batch_lines)
         self._batch, self._batch_lines = {}, []
-        try:
-            await self._ctx.store.import_individual_enrollments(batch)
-            self.imported += len(lines)
-        except DpsError as err:
-            # The store refused the whole transaction; every line of the batch failed with it.
-            for number, registration_id in lines:
-                self.fail(number, registration_id, err)
+        await self._ready.put(batch)
 
     def fail(self, number: int, registration_id: str | None, err: DpsError) -> None:
         self.failed += 1
-        if len(self.errors) < MAX_REPORTED_IMPORT_ERRORS:
-            self.errors.append(
-                ImportLineError(
-                    line=number,
-                    registration_id=registration_id,
-                    error_code=err.error_code,
-                    message=err.message,
-                )
-            )
+        if len(self._errors) == MAX_REPORTED_IMPORT_ERRORS and number > -self._errors[0][0]:
+            return
+        error = ImportLineError(
+            line=number,
+            registration_id=registration_id,
+            error_code=err.error_code,
+            message=err.message,
+        )
+        # The failure count breaks ties (a malformed body's break may share a line's number).
+        entry = (-number, -self.failed, error)
+        if len(self._errors) < MAX_REPORTED_IMPORT_ERRORS:
+            heapq.heappush(self._errors, entry)
+        else:
+            heapq.heapreplace(self._errors, entry)
 
     def result(self) -> ImportResult:
+        errors = [error for _, _, error in sorted(self._errors, reverse=True)]
         return ImportResult(
             imported=self.imported,
             failed=self.failed,
-            errors=self.errors,
-            errors_truncated=self.failed > len(self.errors),
+            errors=errors,
+            errors_truncated=self.failed > len(errors),
         )
 
 
@@ -136,16 +180,15 @@ async def import_enrollments(
     # One enrollment may be as large as any single service API body, no larger.
     splitter = ImportSplitter(ctx.limits.max_body_bytes)
     run = _ImportRun(ctx, instance)
+    # A failure of either (the database gone, the client gone) cancels the other and propagates
+    # as itself, not as a group, to the error handling every endpoint shares; batches already
+    # committed stay committed, as they did before the failure.
     try:
-        async for chunk in request.content.iter_chunked(IMPORT_READ_CHUNK_BYTES):
-            for item in splitter.feed(chunk):
-                await run.add(item)
-        for item in splitter.finish():
-            await run.add(item)
-    except MalformedImport as err:
-        # Items before the break are kept; the break itself is reported like a failed line.
-        run.fail(err.number, None, DpsError(INVALID_BODY, f"The body is malformed: {err.reason}."))
-    await run.flush()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(run.write())
+            await run.read(request, splitter)
+    except BaseExceptionGroup as failures:
+        raise failures.exceptions[0] from None
     if run.imported:
         await record_change(
             ctx,

@@ -11,6 +11,12 @@ symmetric-key group of the instance (enabled or disabled, so a disabled group's 
 and tried first next time. The group that matches is always re-read from the store before it
 is trusted, so the cached group list never decides anything.
 
+One read transaction serves the common registration: the device's registration state, its
+individual enrollment and the group it most likely belongs to (the remembered one, else the one
+of a short cached list whose derived key verifies the token) are read together
+(Store.get_device_records); that fresh group row then stands in for the re-read above. The
+order in which groups are tried, and so which one matches, is the same as without the guess.
+
 Every refusal is the same 401 UNAUTHORIZED: a device cannot learn whether the ID scope, the
 enrollment or the key was wrong (as Azure). The reason goes to the log.
 """
@@ -40,6 +46,7 @@ from opendps.model.errors import DpsError
 from opendps.model.hub import LinkedHub
 from opendps.model.ids import registration_key
 from opendps.model.instance import Instance
+from opendps.model.registration import RegistrationState
 from opendps.model.tpm import TpmChallenge
 from opendps.store.interface import Store
 
@@ -48,6 +55,10 @@ logger = logging.getLogger(__name__)
 # Page size when listing an instance's groups to find the symmetric-key ones (Azure allows 100
 # symmetric-key and 100 X.509 groups: one page in practice).
 GROUP_PAGE_SIZE = 500
+# A first registration guesses its group from the cached list only when the list is this short:
+# each group costs a key derivation (~15 µs) that an individually enrolled device would pay for
+# nothing; a few cost less than the read the guess saves.
+GUESS_MAX_GROUPS = 8
 ID_SCOPE_LENGTH = 11  # `0ne` + 8 hex digits
 
 
@@ -198,22 +209,22 @@ class EnrollmentLookup:
         return hubs
 
     async def attest(
-        self,
-        instance: Instance,
-        registration_id: str,
-        token: SasToken | X509Credential,
-        hint_group_id: str | None,
-    ) -> AttestedDevice:
-        """The enrollment this token or chain proves membership of. Raises DpsError(401)
-        otherwise. A token never matches an X.509 enrollment, a chain never a symmetric one."""
+        self, instance: Instance, registration_id: str, token: SasToken | X509Credential
+    ) -> tuple[AttestedDevice, RegistrationState | None]:
+        """The enrollment this token or chain proves membership of, and the device's
+        registration state. Raises DpsError(401) otherwise. A token never matches an X.509
+        enrollment, a chain never a symmetric one."""
         if isinstance(token, X509Credential):
-            return await self._attest_x509(instance, registration_id, token)
-        individual = await self._store.get_individual_enrollment(instance.id, registration_id)
+            state = await self._store.get_registration_state(instance.id, registration_id)
+            return await self._attest_x509(instance, registration_id, token), state
+        guess = self._likely_group(instance.id, registration_id, token)
+        records = await self._store.get_device_records(instance.id, registration_id, group_id=guess)
+        individual, state = records.individual, records.state
         if individual is not None and individual.spec.attestation.type is AttestationType.TPM:
             challenge = await self.tpm.verify(
                 instance, registration_id, individual, token, unused=False
             )
-            return AttestedDevice(instance, registration_id, individual, tpm=challenge)
+            return AttestedDevice(instance, registration_id, individual, tpm=challenge), state
         if individual is not None:
             keys = _symmetric_keys(individual.spec)
             if keys is None or not verify_with_keys(token, list(keys)):
@@ -222,15 +233,34 @@ class EnrollmentLookup:
                     id_scope=instance.id_scope,
                     registration_id=registration_id,
                 )
-            return AttestedDevice(instance, registration_id, individual, keys)
-        device = await self._attest_in_group(instance, registration_id, token, hint_group_id)
+            return AttestedDevice(instance, registration_id, individual, keys), state
+        # Groups read fresh in this attestation (the guess, or None if it no longer exists).
+        fresh = {registration_key(guess): records.group} if guess is not None else {}
+        hint = state.enrollment_group_id if state is not None else None
+        device = await self._attest_in_group(instance, registration_id, token, hint, fresh)
         if device is None:
             raise refuse(
                 "no enrollment verifies",
                 id_scope=instance.id_scope,
                 registration_id=registration_id,
             )
-        return device
+        return device, state
+
+    def _likely_group(self, instance_id: str, registration_id: str, token: SasToken) -> str | None:
+        """The group to read along with the device's records: the remembered one, else the
+        first of the cached list (when short) whose derived key verifies the token. A guess
+        only; it is checked against the fresh row like any other candidate."""
+        remembered = self._memo.get((instance_id, registration_key(registration_id)))
+        if remembered is not None:
+            return remembered
+        found, groups = self._groups.lookup(instance_id)
+        if not found or groups is None or len(groups) > GUESS_MAX_GROUPS:
+            return None
+        for group in groups:
+            keys = _derived_keys(group, registration_id)
+            if keys is not None and verify_with_keys(token, list(keys)):
+                return group.enrollment_group_id
+        return None
 
     async def _attest_x509(
         self, instance: Instance, registration_id: str, credential: X509Credential
@@ -246,20 +276,25 @@ class EnrollmentLookup:
         return AttestedDevice(instance, registration_id, match.enrollment, x509=match)
 
     async def _attest_in_group(
-        self, instance: Instance, registration_id: str, token: SasToken, hint_group_id: str | None
+        self,
+        instance: Instance,
+        registration_id: str,
+        token: SasToken,
+        hint_group_id: str | None,
+        fresh: dict[str, EnrollmentGroup | None],
     ) -> AttestedDevice | None:
         memo_key = (instance.id, registration_key(registration_id))
         for group_id in dict.fromkeys(g for g in (self._memo.get(memo_key), hint_group_id) if g):
-            device = await self._confirm(instance, registration_id, token, group_id)
+            device = await self._confirm(instance, registration_id, token, group_id, fresh)
             if device is not None:
                 return device
         # The cached list first; on a miss, once more from the store, so a group created a
         # moment ago (on any node) is found at once rather than after the cache expires.
         groups, cached = await self._symmetric_groups(instance.id, use_cache=True)
-        device = await self._scan(instance, registration_id, token, groups)
+        device = await self._scan(instance, registration_id, token, groups, fresh)
         if device is None and cached:
             groups, _ = await self._symmetric_groups(instance.id, use_cache=False)
-            device = await self._scan(instance, registration_id, token, groups)
+            device = await self._scan(instance, registration_id, token, groups, fresh)
         if device is not None and device.enrollment_group_id is not None:
             self._memo.put(memo_key, device.enrollment_group_id)
         else:
@@ -272,22 +307,35 @@ class EnrollmentLookup:
         registration_id: str,
         token: SasToken,
         groups: tuple[EnrollmentGroup, ...],
+        fresh: dict[str, EnrollmentGroup | None],
     ) -> AttestedDevice | None:
         for group in groups:
-            keys = _derived_keys(group, registration_id)
-            if keys is not None and verify_with_keys(token, list(keys)):
-                device = await self._confirm(
-                    instance, registration_id, token, group.enrollment_group_id
-                )
-                if device is not None:
-                    return device
+            group_id = group.enrollment_group_id
+            # A group already read fresh is checked on its current keys alone.
+            if registration_key(group_id) not in fresh:
+                keys = _derived_keys(group, registration_id)
+                if keys is None or not verify_with_keys(token, list(keys)):
+                    continue
+            device = await self._confirm(instance, registration_id, token, group_id, fresh)
+            if device is not None:
+                return device
         return None
 
     async def _confirm(
-        self, instance: Instance, registration_id: str, token: SasToken, group_id: str
+        self,
+        instance: Instance,
+        registration_id: str,
+        token: SasToken,
+        group_id: str,
+        fresh: dict[str, EnrollmentGroup | None],
     ) -> AttestedDevice | None:
-        """Re-read the group and check the token against its current keys."""
-        group = await self._store.get_enrollment_group(instance.id, group_id)
+        """Check the token against the group's current keys: read now, or earlier in this
+        attestation (`fresh`), never taken from a cache."""
+        key = registration_key(group_id)
+        if key in fresh:
+            group = fresh[key]
+        else:
+            group = await self._store.get_enrollment_group(instance.id, group_id)
         if group is None:
             return None
         keys = _derived_keys(group, registration_id)

@@ -1,8 +1,8 @@
 """The one registration pipeline every device transport uses (ARCHITECTURE §4).
 
 register: check the token (form, `sr`, expiry) → resolve the instance by ID scope (cached) →
-per-instance rate limit → read the previous registration state → find the enrollment and
-verify the key (lookup.py) → disabled? → reprovision policy (reprovision.py) → allocate
+per-instance rate limit → read the previous registration state, find the enrollment and
+verify the key (lookup.py, one read transaction in the common case) → disabled? → reprovision policy (reprovision.py) → allocate
 (allocation/) → create or update the device and twin on the hub (assign.py) → persist the
 registration state and operation → count it for metering → result.
 
@@ -154,9 +154,7 @@ class ProvisioningEngine:
             self._rate.check(instance.id, "registrations")
         key = (instance.id, registration_key(registration_id))
         async with self._locks.hold(key):
-            previous = await self._store.get_registration_state(instance.id, registration_id)
-            hint = previous.enrollment_group_id if previous is not None else None
-            device = await self._lookup.attest(instance, registration_id, token, hint)
+            device, previous = await self._lookup.attest(instance, registration_id, token)
             running = self._in_flight.get(key)
             if running is not None:  # a background registration of this device is under way
                 return OperationStatus(
@@ -525,9 +523,7 @@ class ProvisioningEngine:
         (only authenticated polls count, so nobody can use up another device's allowance)."""
         try:
             instance, token = await self._open(id_scope, registration_id, credential)
-            state = await self._store.get_registration_state(instance.id, registration_id)
-            hint = state.enrollment_group_id if state is not None else None
-            device = await self._lookup.attest(instance, registration_id, token, hint)
+            device, state = await self._lookup.attest(instance, registration_id, token)
         except AttestationRefused as refused:
             self._metrics.count_attestation_failure(refused.reason)
             raise

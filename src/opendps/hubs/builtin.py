@@ -21,6 +21,8 @@ from opendps.model.hub import LinkedHub
 class HubDeviceStore(Protocol):
     async def put_hub_device(self, device: HubDevice) -> HubDevice: ...
 
+    async def create_hub_device(self, device: HubDevice) -> HubDevice | None: ...
+
     async def get_hub_device(self, hub_host_name: str, device_id: str) -> HubDevice | None: ...
 
     async def delete_hub_device(self, hub_host_name: str, device_id: str) -> bool: ...
@@ -35,7 +37,7 @@ class IdGenerator(Protocol):
 
 
 class BuiltinHubConnector:
-    """`HubConnector` over `Store.put_hub_device` / `get_hub_device` / `delete_hub_device`."""
+    """`HubConnector` over the store's hub device methods (HubDeviceStore)."""
 
     is_local = True
 
@@ -54,24 +56,28 @@ class BuiltinHubConnector:
     async def register_device(
         self, identity: DeviceIdentity, twin: InitialTwin, *, replace_twin: bool
     ) -> HubDevice:
-        existing = await self._store.get_hub_device(self._hub.host_name, identity.device_id)
         now = self._clock.now()
-        if existing is None:
-            return await self._store.put_hub_device(
-                HubDevice(
-                    hub_host_name=self._hub.host_name,
-                    device_id=identity.device_id,
-                    instance_id=self._hub.instance_id,
-                    auth_kind=identity.auth_kind,
-                    auth=dict(identity.auth),
-                    iot_edge=identity.iot_edge,
-                    tags=dict(twin.tags),
-                    desired=dict(twin.desired),
-                    etag=self._ids.new_etag(),
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+        new = HubDevice(
+            hub_host_name=self._hub.host_name,
+            device_id=identity.device_id,
+            instance_id=self._hub.instance_id,
+            auth_kind=identity.auth_kind,
+            auth=dict(identity.auth),
+            iot_edge=identity.iot_edge,
+            tags=dict(twin.tags),
+            desired=dict(twin.desired),
+            etag=self._ids.new_etag(),
+            created_at=now,
+            updated_at=now,
+        )
+        # Create first: a new device (the common case under load) costs one batched write and
+        # no read. A device that exists costs that insert (it writes nothing) plus the read.
+        created = await self._store.create_hub_device(new)
+        if created is not None:
+            return created
+        existing = await self._store.get_hub_device(self._hub.host_name, identity.device_id)
+        if existing is None:  # deleted since the insert found it: create it after all
+            return await self._store.put_hub_device(new)
         updated = replace(
             existing,
             auth_kind=identity.auth_kind,
@@ -87,9 +93,7 @@ class BuiltinHubConnector:
             )
         if updated == existing:
             return existing  # nothing changed: a repeated registration writes nothing
-        return await self._store.put_hub_device(
-            replace(updated, etag=self._ids.new_etag(), updated_at=now)
-        )
+        return await self._store.put_hub_device(replace(updated, etag=new.etag, updated_at=now))
 
     async def get_device(self, device_id: str) -> HubDevice | None:
         return await self._store.get_hub_device(self._hub.host_name, device_id)

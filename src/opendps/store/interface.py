@@ -41,6 +41,16 @@ class BulkResult:
     failures: list[tuple[str, int, str]]  # (id, error_code, message)
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceRecords:
+    """What a registration needs about one device, read in one transaction
+    (Store.get_device_records)."""
+
+    state: RegistrationState | None
+    individual: IndividualEnrollment | None
+    group: EnrollmentGroup | None  # the group asked for; None if not asked for or absent
+
+
 class Store(Protocol):
     """Async persistence for every OpenDPS record. One instance per process, shared."""
 
@@ -149,6 +159,13 @@ class Store(Protocol):
         self, instance_id: str, registration_id: str
     ) -> RegistrationState | None: ...
 
+    async def get_device_records(
+        self, instance_id: str, registration_id: str, *, group_id: str | None
+    ) -> DeviceRecords:
+        """The device's registration state and individual enrollment, and the enrollment group
+        `group_id` when given, all in one read transaction."""
+        ...
+
     async def delete_registration_state(
         self, instance_id: str, registration_id: str, *, if_match: str | None
     ) -> bool: ...
@@ -200,6 +217,11 @@ class Store(Protocol):
 
     # -- built-in hub devices --------------------------------------------------------------------
     async def put_hub_device(self, device: HubDevice) -> HubDevice: ...
+
+    async def create_hub_device(self, device: HubDevice) -> HubDevice | None:
+        """Insert `device` unless its hub already has a device of that ID (any spelling);
+        the stored device, or None when one existed (then nothing is written)."""
+        ...
 
     async def get_hub_device(self, hub_host_name: str, device_id: str) -> HubDevice | None: ...
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import pytest
 from tests.integration.engine.world import ID_SCOPE, PRIMARY, SECONDARY, World, symmetric_spec
@@ -36,6 +37,7 @@ from opendps.model.errors import (
 )
 from opendps.model.hub import AllocationPolicy, HubKind, LinkedHub
 from opendps.model.registration import RegistrationStatus, Substatus
+from opendps.store.interface import Store
 
 OTHER_KEY = "ERERERERERERERERERERERERERERERERERERERERERE="
 HUB = "hub-1.example.net"
@@ -136,6 +138,81 @@ async def test_a_rotated_group_key_stops_working_at_once(world: World) -> None:
     assert (
         await world.register("dev-a", world.group_credential("dev-a", OTHER_KEY))
     ).status is RegistrationStatus.ASSIGNED
+
+
+async def test_a_new_device_of_a_group_rotated_after_the_cache_filled_needs_the_new_key(
+    world: World,
+) -> None:
+    await world.add_hub(HUB)
+    await world.add_group("grp-1")
+    await world.register("dev-a", world.group_credential("dev-a"))  # the group list is cached
+    await world.add_group("grp-1", symmetric_spec(OTHER_KEY, OTHER_KEY))  # no cache invalidation
+    # The cached keys still verify the old token: only the stored ones may decide.
+    assert (
+        await refused(world, "dev-b", world.group_credential("dev-b"))
+    ).error_code == UNAUTHORIZED
+    result = await world.register("dev-b", world.group_credential("dev-b", OTHER_KEY))
+    assert result.registration is not None and result.registration.enrollment_group_id == "grp-1"
+
+
+async def test_a_group_deleted_after_the_cache_filled_admits_no_new_device(world: World) -> None:
+    await world.add_hub(HUB)
+    await world.add_group("grp-1")
+    await world.register("dev-a", world.group_credential("dev-a"))
+    await world.store.delete_enrollment_group(world.instance.id, "grp-1", if_match=None)
+    for device in ("dev-a", "dev-b"):
+        assert (
+            await refused(world, device, world.group_credential(device))
+        ).error_code == UNAUTHORIZED
+
+
+async def test_a_device_keeps_the_group_of_its_state_when_an_earlier_group_also_matches(
+    world: World,
+) -> None:
+    await world.add_hub(HUB)
+    await world.add_group("grp-2")
+    await world.register("dev-1", world.group_credential("dev-1"))
+    await world.add_group("grp-1")  # same keys, listed first
+    world.use()  # another node: nothing remembered, nothing cached
+    first_in_list = await world.register("dev-9", world.group_credential("dev-9"))
+    assert first_in_list.registration is not None
+    assert first_in_list.registration.enrollment_group_id == "grp-1"
+    # The warm cache now points dev-1 at grp-1, but its registration state names grp-2.
+    result = await world.register("dev-1", world.group_credential("dev-1"))
+    assert result.registration is not None and result.registration.enrollment_group_id == "grp-2"
+
+
+class _CountingStore:
+    """The world's store, recording the name of every read."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.reads: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._store, name)
+        if not name.startswith(("get_", "list_")):
+            return method
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.reads.append(name)
+            return await method(*args, **kwargs)
+
+        return counted
+
+
+async def test_a_group_devices_first_registration_reads_the_store_once(world: World) -> None:
+    await world.add_hub(HUB)
+    await world.add_group("grp-1")
+    counting = _CountingStore(world.store)
+    counted = World(cast(Store, counting), world.clock, world.instance)
+    await counted.register("dev-a", counted.group_credential("dev-a"))  # fills the caches
+    counting.reads.clear()
+    result = await counted.register("dev-b", counted.group_credential("dev-b"))
+    assert result.status is RegistrationStatus.ASSIGNED
+    # State, individual enrollment and the (re-read) group in one transaction; the hub device
+    # is created without a read.
+    assert counting.reads == ["get_device_records"]
 
 
 async def test_individual_enrollment_takes_precedence_over_a_matching_group(world: World) -> None:

@@ -12,7 +12,7 @@ from tests.unit.engine.manual_clock import ManualClock
 from opendps.engine.ports import RandomIdGenerator
 from opendps.hubs.builtin import BuiltinHubConnector, builtin_connector_factory
 from opendps.hubs.interface import DeviceIdentity, HubConnectors, HubError, InitialTwin
-from opendps.model.device import DeviceAuthKind
+from opendps.model.device import DeviceAuthKind, HubDevice
 from opendps.model.hub import AllocationPolicy, HubKind, LinkedHub
 from opendps.model.instance import Instance
 from opendps.store.interface import Store
@@ -109,6 +109,35 @@ async def test_new_keys_and_capabilities_update_the_device(hub: BuiltinHubConnec
         replace_twin=False,
     )
     assert updated.auth == {"primaryKey": "eA==", "secondaryKey": "eQ=="} and updated.iot_edge
+
+
+class _DeletedMeanwhile:
+    """A store on which the device existed when the connector tried to create it, and was
+    deleted (by an admin, on any node) before the connector read it."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def create_hub_device(self, device: HubDevice) -> HubDevice | None:
+        return None
+
+    async def put_hub_device(self, device: HubDevice) -> HubDevice:
+        return await self._store.put_hub_device(device)
+
+    async def get_hub_device(self, hub_host_name: str, device_id: str) -> HubDevice | None:
+        return await self._store.get_hub_device(hub_host_name, device_id)
+
+    async def delete_hub_device(self, hub_host_name: str, device_id: str) -> bool:
+        return await self._store.delete_hub_device(hub_host_name, device_id)
+
+
+async def test_a_device_deleted_during_its_registration_is_created_after_all(
+    store: Store, clock: ManualClock
+) -> None:
+    hub = BuiltinHubConnector(_DeletedMeanwhile(store), clock, RandomIdGenerator(), HUB)
+    device = await hub.register_device(IDENTITY, TWIN, replace_twin=False)
+    assert (device.device_id, device.tags, device.desired) == ("dev-1", {"site": "a"}, {"rate": 1})
+    assert await store.get_hub_device(HUB.host_name, "dev-1") == device
 
 
 async def test_delete_reports_whether_the_device_existed(hub: BuiltinHubConnector) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tests.storefixtures import T0, sample_registration
+from tests.storefixtures import T0, sample_enrollment, sample_group, sample_registration
 
 from opendps.model.certificate import CaCertificate
 from opendps.model.device import DeviceAuthKind, HubDevice
@@ -56,6 +57,26 @@ async def test_any_json_payload_comes_back_as_sent(
     await store.put_registration_state(state)
     stored = await store.get_registration_state(instance.id, "dev-1")
     assert stored is not None and stored.payload == payload
+
+
+async def test_device_records_are_read_together_and_matched_case_insensitively(
+    store: SqlStore, instance: Instance, other_instance: Instance
+) -> None:
+    state = sample_registration(instance.id, "Sensor-7", group_id="Floor-3")
+    enrollment = sample_enrollment(instance.id, "Sensor-7")
+    group = sample_group(instance.id, "Floor-3")
+    await store.put_registration_state(state)
+    await store.put_individual_enrollment(enrollment, if_match=None)
+    await store.put_enrollment_group(group, if_match=None)
+    await store.put_enrollment_group(sample_group(other_instance.id, "Floor-4"), if_match=None)
+
+    records = await store.get_device_records(instance.id, "SENSOR-7", group_id="floor-3")
+    assert (records.state, records.individual, records.group) == (state, enrollment, group)
+    unasked = await store.get_device_records(instance.id, "sensor-7", group_id=None)
+    assert (unasked.state, unasked.individual, unasked.group) == (state, enrollment, None)
+    # Another instance's group is not this instance's, and a new device has no records yet.
+    stranger = await store.get_device_records(instance.id, "dev-new", group_id="Floor-4")
+    assert (stranger.state, stranger.individual, stranger.group) == (None, None, None)
 
 
 async def test_registration_delete_follows_the_etag_rules(
@@ -300,9 +321,34 @@ async def test_hub_devices_page_per_hub(store: SqlStore, instance: Instance) -> 
 
 
 async def test_a_hub_device_of_a_missing_instance_is_404(store: SqlStore) -> None:
-    with pytest.raises(DpsError) as error:
-        await store.put_hub_device(_device("inst-ghost", "dev-1"))
-    assert error.value.error_code == INSTANCE_NOT_FOUND
+    for write in (store.put_hub_device, store.create_hub_device):
+        with pytest.raises(DpsError) as error:
+            await write(_device("inst-ghost", "dev-1"))
+        assert error.value.error_code == INSTANCE_NOT_FOUND
+
+
+async def test_create_hub_device_writes_only_a_device_that_does_not_exist(
+    store: SqlStore, instance: Instance
+) -> None:
+    device = _device(instance.id, "Sensor-1")
+    assert await store.create_hub_device(device) == device
+    other = dataclasses.replace(
+        device, device_id="SENSOR-1", desired={"rate": 9}, etag='"d-2"', updated_at=LATER
+    )
+    assert await store.create_hub_device(other) is None
+    assert await store.get_hub_device("hub-1.example.net", "sensor-1") == device
+
+
+async def test_concurrent_creates_of_one_hub_device_let_exactly_one_write(
+    store: SqlStore, instance: Instance
+) -> None:
+    attempts = [
+        dataclasses.replace(_device(instance.id, "dev-1"), etag=f'"d-{n}"') for n in range(5)
+    ]
+    outcomes = await asyncio.gather(*(store.create_hub_device(d) for d in attempts))
+    created = [outcome for outcome in outcomes if outcome is not None]
+    assert len(created) == 1
+    assert await store.get_hub_device("hub-1.example.net", "dev-1") == created[0]
 
 
 async def test_attestation_types_of_registrations_round_trip(
