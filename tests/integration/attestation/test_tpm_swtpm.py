@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from tests.tpmsim.swtpm import start_swtpm
+from tests.unit.attestation.soft_tpm import split_blob
 
 from opendps.attestation.tpm import (
     TpmPublicKey,
@@ -136,17 +137,6 @@ def tpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tpm]:
             keys[label] = parse_tpm_public((work / f"{label}.tpm2b").read_bytes(), label)
             assert keys[label].name.hex() == name_in(output)
         yield Tpm(tools, ek=keys["ek"], srk=keys["srk"])
-
-
-def split_blob(blob: bytes) -> list[bytes]:
-    parts = []
-    offset = 0
-    while offset < len(blob):
-        (size,) = struct.unpack_from(">H", blob, offset)
-        parts.append(blob[offset : offset + 2 + size])
-        offset += 2 + size
-    assert offset == len(blob)
-    return parts
 
 
 def activate_credential(tpm: Tpm, work: Path, id_object: bytes, secret: bytes) -> bytes:
