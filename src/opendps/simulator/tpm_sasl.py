@@ -36,13 +36,13 @@ from opendps.transports.amqp.sasl import (
     decode_frame_body,
     encode_frame,
 )
+from opendps.transports.amqp.tpm_sasl import CHUNK, LAST_CHUNK, SEQUENCE_MASK, TPM
 
-TPM_MECHANISM = "TPM"
-# Control byte of a key chunk: bit 7 set on every chunk, bit 6 on the last, sequence number in
-# the low two bits (protocol.md §4.4; the C SDK compares a running counter with those 2 bits).
-CHUNK_FLAG = 0x80
-FINAL_CHUNK_FLAG = 0x40
-SEQUENCE_MASK = 0x03
+# The mechanism's name and control bytes are the server's (transports/amqp/tpm_sasl.py):
+# bit 7 set on every key chunk, bit 6 on the last, the sequence number in the low two bits.
+TPM_MECHANISM = TPM
+CHUNK_FLAG = CHUNK
+FINAL_CHUNK_FLAG = LAST_CHUNK
 # A blob is ~766 bytes in 470-byte chunks; anything far beyond is a broken server.
 MAX_KEY_BYTES = 8192
 

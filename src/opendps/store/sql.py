@@ -72,6 +72,9 @@ SLOW_TXN_SECONDS = 1.0
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+# A batched write and what committing it gives back (store/groupcommit.py).
+WriteT = TypeVar("WriteT")
+OutcomeT = TypeVar("OutcomeT")
 Row = sa.Row[Any]
 
 
@@ -1052,26 +1055,36 @@ class SqlStore:
         self, records: Sequence[RegistrationRecord]
     ) -> Sequence[Row | Exception]:
         """One transaction for a batch of record_registration calls (the group committer's)."""
-        instance_ids = sorted({record.state["instance_id"] for record in records})
+        return await self._commit_owned_batch(
+            "record_registrations",
+            records,
+            lambda record: str(record.state["instance_id"]),
+            record_registrations_txn,
+        )
+
+    async def _commit_owned_batch(
+        self,
+        desc: str,
+        writes: Sequence[WriteT],
+        instance_of: Callable[[WriteT], str],
+        txn: Callable[[Txn, Sequence[WriteT]], list[OutcomeT]],
+    ) -> Sequence[OutcomeT | Exception]:
+        """Commit a group committer's batch of instance-owned writes in one transaction.
+
+        If an instance was deleted under one of the writes (foreign key), nothing of the batch
+        was written. Alone, that caller gets the error; batched, each write is settled in a
+        transaction of its own, so only the orphan's caller fails.
+        """
+        instance_ids = sorted({instance_of(write) for write in writes})
         try:
-            return await self._owned_write(
-                "record_registrations", instance_ids, record_registrations_txn, records
-            )
+            return await self._owned_write(desc, instance_ids, txn, writes)
         except DpsError:
-            # An instance was deleted under one of the registrations (foreign key): nothing of
-            # the batch was written. Alone, that caller gets the error; batched, each record is
-            # settled in a transaction of its own, so only the orphan's caller fails.
-            if len(records) == 1:
+            if len(writes) == 1:
                 raise
-        outcomes: list[Row | Exception] = []
-        for record in records:
+        outcomes: list[OutcomeT | Exception] = []
+        for write in writes:
             try:
-                stored = await self._owned_write(
-                    "record_registrations",
-                    [record.state["instance_id"]],
-                    record_registrations_txn,
-                    [record],
-                )
+                stored = await self._owned_write(desc, [instance_of(write)], txn, [write])
                 outcomes.append(stored[0])
             except DpsError as error:
                 outcomes.append(error)
@@ -1199,27 +1212,13 @@ class SqlStore:
     async def _commit_hub_devices(
         self, writes: Sequence[HubDeviceWrite]
     ) -> Sequence[Row | None | Exception]:
-        """One transaction for a batch of put_hub_device / create_hub_device calls (as
-        _commit_registrations)."""
-        instance_ids = sorted({write.row["instance_id"] for write in writes})
-        try:
-            return await self._owned_write(
-                "put_hub_devices", instance_ids, put_hub_devices_txn, writes
-            )
-        except DpsError:
-            # An instance was deleted under one of the devices: settle each on its own.
-            if len(writes) == 1:
-                raise
-        outcomes: list[Row | None | Exception] = []
-        for write in writes:
-            try:
-                stored = await self._owned_write(
-                    "put_hub_devices", [write.row["instance_id"]], put_hub_devices_txn, [write]
-                )
-                outcomes.append(stored[0])
-            except DpsError as error:
-                outcomes.append(error)
-        return outcomes
+        """One transaction for a batch of put_hub_device / create_hub_device calls."""
+        return await self._commit_owned_batch(
+            "put_hub_devices",
+            writes,
+            lambda write: str(write.row["instance_id"]),
+            put_hub_devices_txn,
+        )
 
     async def get_hub_device(self, hub_host_name: str, device_id: str) -> HubDevice | None:
         owner = [registration_key(hub_host_name)]
